@@ -205,6 +205,19 @@ class ServerPeer(AsyncIOEventEmitter):
         if self.data_channel_specs:
             self._sections.append(MediaSection(kind="application", mid=self._new_mid()))
         self._update_subscriptions(subscriptions)
+        if not self._sections:
+            # A recvonly joining an empty channel still needs an m-line to carry
+            # ICE/DTLS, or its peer connection can never connect. Later re-offers
+            # recycle this inactive slot for the first subscription.
+            self._sections.append(
+                MediaSection(
+                    kind="audio",
+                    mid=self._new_mid(),
+                    direction="inactive",
+                    codec=CODECS["OPUS"],
+                    placeholder=True,
+                )
+            )
         return self._write()
 
     async def create_reoffer(self, subscriptions: Sequence[Publication]) -> str:
@@ -268,7 +281,16 @@ class ServerPeer(AsyncIOEventEmitter):
         # retire m-lines of publications that are gone (port 0, as Sora does)
         for mid, sub in list(self._subscriptions.items()):
             if id(sub.publication) not in wanted_ids or sub.publication.closed:
-                sub.section.rejected = True
+                if sub.section is self._sections[0]:
+                    # The first m-line tags the BUNDLE transport: rejecting it
+                    # (or every m-line) makes libwebrtc tear the transport down
+                    # (RFC 8843 §7.3.3), so it goes inactive instead.
+                    sub.section.placeholder = True
+                    sub.section.direction = "inactive"
+                    sub.section.ssrc = None
+                    sub.section.stream_id = None
+                else:
+                    sub.section.rejected = True
                 sub.egress.detach()
                 self._egress_by_ssrc.pop(sub.egress.ssrc, None)
                 del self._subscriptions[mid]
@@ -289,6 +311,7 @@ class ServerPeer(AsyncIOEventEmitter):
         section.direction = "sendonly"
         section.codec = codec
         section.rejected = False
+        section.placeholder = False
         section.ssrc = ssrc
         section.stream_id = publication.connection_id
         section.track_id = publication.track_id
@@ -310,7 +333,7 @@ class ServerPeer(AsyncIOEventEmitter):
         # Sora recycles retired m-lines (and their mids) for new streams of the
         # same kind, so clients must cope with a mid coming back (JS:base).
         for section in self._sections:
-            if section.rejected and section.kind == kind:
+            if (section.rejected or section.placeholder) and section.kind == kind:
                 return section
         return None
 
@@ -324,6 +347,10 @@ class ServerPeer(AsyncIOEventEmitter):
         """Apply the client's answer; starts ICE, DTLS and (if any) SCTP."""
         description = SessionDescription.parse(sdp)
         transport_media = next((m for m in description.media if m.port != 0), None)
+        if transport_media is None and description.media:
+            # libwebrtc answers an inactive m-line with port 0 at times; the
+            # transport parameters are still there.
+            transport_media = description.media[0]
         if transport_media is None or transport_media.ice is None or transport_media.dtls is None:
             raise ValueError("answer has no usable m-line")
         candidates = [c for m in description.media for c in m.ice_candidates]

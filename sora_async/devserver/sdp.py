@@ -99,6 +99,7 @@ class MediaSection:
     direction: str = "recvonly"  # from the server's point of view
     codec: CodecSpec | None = None
     rejected: bool = False  # port 0: a retired stream
+    placeholder: bool = False  # inactive slot that only carries the transport
     # send sections (server -> client)
     ssrc: int | None = None
     stream_id: str | None = None
