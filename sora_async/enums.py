@@ -59,7 +59,7 @@ class DegradationPreference(enum.IntEnum):
     BALANCED = 3
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     """Sora connection role."""
 
     SENDRECV = "sendrecv"

@@ -37,6 +37,13 @@ HISTORY_SIZE = 512
 #: libwebrtc ignores key-frame requests that follow each other too closely
 #: (official-client-notes.md "Key frames"); coalesce requests within this window.
 KEYFRAME_REQUEST_INTERVAL = 0.3
+#: a simulcast layer counts as sent if a packet came within this window
+LAYER_ACTIVE_WINDOW = 1.0
+#: how long a subscriber waits for the layer it wants before a lower one is
+#: forwarded instead. Without the delay, the key frames libwebrtc sends on every
+#: layer at once (r0 first) would switch r0 -> r1 -> r2 within one burst and
+#: leave partial frames in the stream that keep the decoder on the wrong size.
+FALLBACK_DELAY = 2.0
 
 
 @dataclass(eq=False)
@@ -61,9 +68,10 @@ class IngressLayer:
     last_sr: int = 0  # middle 32 bits of the last SR's NTP timestamp
     last_sr_time: float = 0.0
     last_keyframe_request: float = 0.0
-    frame_width: int | None = None
+    last_packet_time: float = 0.0
 
     def observe(self, header: RtpHeader, size: int, arrival_ms: int) -> None:
+        self.last_packet_time = time.monotonic()
         self.packets += 1
         self.bytes += size
         seq = header.sequence_number
@@ -134,6 +142,20 @@ class Ingress:
     def simulcast(self) -> bool:
         return "" not in self.layers
 
+    def layer_active(self, rid: str) -> bool:
+        layer = self.layers.get(rid)
+        return layer is not None and time.monotonic() - layer.last_packet_time < LAYER_ACTIVE_WINDOW
+
+    def fallback_rid(self, wanted: str) -> str:
+        """The best layer sent below ``wanted`` (else the lowest sent), when
+        ``wanted`` itself is not being sent: libwebrtc sends fewer layers than
+        offered for small sources (two at 640x360)."""
+        active = [rid for rid in self.layers if self.layer_active(rid)]
+        if not active:
+            return wanted
+        lower = [rid for rid in active if rid < wanted]
+        return max(lower) if lower else min(active)
+
     def layer_for(self, rid: str | None) -> IngressLayer | None:
         if not self.simulcast:
             return self.layers[""]
@@ -197,10 +219,12 @@ class Egress:
     retransmitted: int = 0
     history: dict[int, bytes] = field(default_factory=dict)
     active: bool = False
+    wanted_since: float = 0.0
 
     def attach(self) -> None:
         self.ingress.egresses.add(self)
         self.active = True
+        self.wanted_since = time.monotonic()
 
     def detach(self) -> None:
         self.ingress.egresses.discard(self)
@@ -212,7 +236,20 @@ class Egress:
 
     def want(self, rid: str) -> None:
         """Choose the layer to receive; the switch happens at its next key frame."""
-        self.wanted_rid = rid if self.ingress.simulcast else ("none" if rid == "none" else "")
+        wanted = rid if self.ingress.simulcast else ("none" if rid == "none" else "")
+        if wanted != self.wanted_rid:
+            self.wanted_rid = wanted
+            self.wanted_since = time.monotonic()
+
+    def target_rid(self) -> str:
+        """The layer to forward now: the wanted one, or a fallback once it has
+        been missing for ``FALLBACK_DELAY``."""
+        wanted = self.wanted_rid
+        if not self.ingress.simulcast or wanted == "none" or self.ingress.layer_active(wanted):
+            return wanted
+        if time.monotonic() - self.wanted_since < FALLBACK_DELAY:
+            return wanted
+        return self.ingress.fallback_rid(wanted)
 
     async def forward(
         self, layer: IngressLayer, data: bytes, header: RtpHeader, keyframe: bool
@@ -220,8 +257,11 @@ class Egress:
         if not self.active or self.wanted_rid == "none":
             return
         if header.ssrc != self.source_ssrc:
-            switch_ok = layer.rid == self.wanted_rid and (keyframe or self.kind == "audio")
-            if not switch_ok:
+            if layer.rid != self.target_rid():
+                return
+            if not keyframe and self.kind == "video":
+                # waiting to switch: make sure a key frame is on its way
+                await self.ingress.request_keyframe(layer.rid if layer.rid else None)
                 return
             self._switch_to(layer, header)
         elif not seq_newer(header.sequence_number, self.first_in_seq) and (

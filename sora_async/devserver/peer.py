@@ -41,7 +41,6 @@ from .rtp import parse_rtp
 from .sdp import (
     CODECS,
     EXT_RID,
-    EXT_RRID,
     RTX_PAYLOAD_TYPES,
     UPSTREAM_AUDIO_EXTENSIONS,
     UPSTREAM_VIDEO_EXTENSIONS,
@@ -543,15 +542,14 @@ class ServerPeer(AsyncIOEventEmitter):
             return
         known = self._layer_by_ssrc.get(header.ssrc)
         if known is not None:
-            ingress, layer = known
-            await ingress.handle_rtp(layer, data, header, arrival_ms)
+            await known[0].handle_rtp(known[1], data, header, arrival_ms)
             return
         if header.payload_type in RTX_PAYLOAD_TYPES:
             return  # retransmissions/padding: the forwarder does not NACK upstream
         ingress = self._ingress_by_pt.get(header.payload_type)
         if ingress is None:
             return
-        rid_bytes = header.extensions.get(EXT_RID) or header.extensions.get(EXT_RRID)
+        rid_bytes = header.extensions.get(EXT_RID)
         rid = rid_bytes.decode("ascii", "replace") if rid_bytes else None
         layer = ingress.layer_for(rid)
         if layer is None:
