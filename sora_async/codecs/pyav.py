@@ -1,0 +1,501 @@
+"""Encoder and decoder plugins on PyAV (FFmpeg), for software and hardware backends.
+
+:class:`PyAVVideoEncoder` drives any FFmpeg video encoder through a
+*configurator*: a function that sets the ``CodecContext`` up for real-time use
+and says how the bit rate can change (:class:`BitrateUpdate`). Each codec
+module registers configurators for its software encoders
+(``register_configurator``); ``hardware.py`` does it for NVENC/QSV/AMF/V4L2/
+VideoToolbox. :class:`PyAVVideoDecoder` wraps FFmpeg decoders, optionally with
+an FFmpeg hardware device (``HWAccel("cuda")``).
+
+Both take an ordered list of backends and fall back to the next one when a
+backend cannot be opened or fails on its first frame (e.g. ``h264_nvenc`` on
+a GPU without NVENC raises ``PermissionError`` at ``avcodec_open2``).
+
+Guarantees, measured here for every software backend (``tests/test_codecs_pyav.py``):
+no B-frames and no look-ahead (frame 1 in → packet 1 out), a forced key frame
+comes out on the frame it was requested, decoders add no frame delay.
+"""
+
+from __future__ import annotations
+
+import enum
+import fractions
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import av.error
+from av.codec.hwaccel import HWAccel
+from av.video.codeccontext import VideoCodecContext
+from av.video.frame import PictureType, VideoFrame
+
+from ..hwaccel.backends import Backend
+from . import _ffmpeg_seam
+from .base import (
+    VIDEO_CLOCK_RATE,
+    CodecUnavailableError,
+    DecodeError,
+    Decoder,
+    EncodedFrame,
+    Encoder,
+)
+
+logger = logging.getLogger("sora_async.codecs")
+
+VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+
+
+class BitrateUpdate(enum.Enum):
+    """How an open encoder takes a new target bit rate."""
+
+    #: Close and re-open the encoder (the next frame is a key frame).
+    RECREATE = "recreate"
+    #: The encoder reads ``AVCodecContext.bit_rate`` before each frame (FFmpeg NVENC
+    #: ``reconfig_encoder`` with dynamic bit rate support).
+    CONTEXT = "context"
+    #: Set ``b``/``maxrate``/``bufsize`` with ``av_opt_set`` (libx264's VBV reconfig,
+    #: see ``_ffmpeg_seam``); falls back to RECREATE if the seam is unusable.
+    VBV = "vbv"
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """What the application and negotiation decide for a video encoder.
+
+    ``fmtp`` is the negotiated SDP format parameters (H.264
+    ``profile-level-id``, H.265 ``profile-id``/``level-id``, VP9 ``profile-id``,
+    AV1 ``profile``); configurators pick profile and level from it.
+    ``keyframe_interval`` is in frames: real-time senders rely on PLI/FIR, so
+    the default is long (aiortc uses 3000 too).
+    """
+
+    bitrate: int = 1_000_000
+    min_bitrate: int = 50_000
+    max_bitrate: int = 20_000_000
+    framerate: int = 30
+    keyframe_interval: int = 3000
+    threads: int | None = None
+    fmtp: Mapping[str, str] = field(default_factory=dict)
+
+    def clamp(self, bitrate: int) -> int:
+        """``bitrate`` limited to ``[min_bitrate, max_bitrate]``."""
+        return max(self.min_bitrate, min(int(bitrate), self.max_bitrate))
+
+
+@dataclass
+class EncoderSetup:
+    """What a configurator returns: FFmpeg private options and the bit-rate strategy."""
+
+    options: dict[str, str]
+    bitrate_update: BitrateUpdate = BitrateUpdate.RECREATE
+    pix_fmt: str = "yuv420p"
+
+
+#: ``configure(ctx, settings, bitrate) -> EncoderSetup``; ``ctx`` already has
+#: width, height, time base, frame rate, bit rate, GOP and no B-frames set.
+Configurator = Callable[[VideoCodecContext, EncoderSettings, int], EncoderSetup]
+
+_CONFIGURATORS: dict[str, Configurator] = {}
+
+
+def register_configurator(pyav_name: str, configurator: Configurator) -> None:
+    """Make ``configurator`` the real-time setup of the FFmpeg encoder ``pyav_name``."""
+    _CONFIGURATORS[pyav_name] = configurator
+
+
+def configurator_for(pyav_name: str) -> Configurator | None:
+    """The registered configurator for ``pyav_name``, if any."""
+    return _CONFIGURATORS.get(pyav_name)
+
+
+def thread_count(width: int, height: int, cpus: int | None = None) -> int:
+    """Encoder threads by resolution, as aiortc's ``vpx.number_of_threads``."""
+    cpus = cpus if cpus is not None else (os.cpu_count() or 1)
+    pixels = width * height
+    if pixels >= 1920 * 1080 and cpus > 8:
+        return 8
+    if pixels > 1280 * 960 and cpus >= 6:
+        return 3
+    if pixels > 640 * 480 and cpus >= 3:
+        return 2
+    return 1
+
+
+def rtp_timestamp_of(frame: av.frame.Frame, clock_rate: int, fallback: int) -> int:
+    """The frame's pts on the RTP clock (mod 2**32), or ``fallback`` when it has none."""
+    if frame.pts is None or frame.time_base is None:
+        return fallback & 0xFFFFFFFF
+    return int(frame.pts * frame.time_base * clock_rate) & 0xFFFFFFFF
+
+
+# FFmpeg failures that mean "this backend does not work here" at open or first
+# frame: PermissionError (h264_nvenc without NVENC), ArgumentError (hevc_qsv),
+# UnknownError (h264_amf) — aiortc-notes.md A.1 — plus missing codecs.
+_BACKEND_FAILURES: tuple[type[BaseException], ...] = (
+    av.error.FFmpegError,
+    OSError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+)
+
+
+class PyAVVideoEncoder(Encoder):
+    """A real-time video encoder on one of several FFmpeg backends.
+
+    Example::
+
+        encoder = PyAVVideoEncoder("VP9", backends_for("INTERNAL", "VP9", "encoder"))
+        encoded = encoder.encode(frame, force_keyframe=True)  # [EncodedFrame(VP9 key ...)]
+        encoder.target_bitrate = 500_000  # applied before the next frame
+
+    ``reopen_count`` counts encoder re-creations (size changes, bit-rate
+    changes the backend cannot apply in place); ``in_place_bitrate_updates``
+    counts bit-rate changes applied without one.
+    """
+
+    #: Minimum relative change that justifies re-creating an encoder for a new
+    #: bit rate (aiortc uses 10 %): each re-creation costs a key frame.
+    RECREATE_THRESHOLD = 0.10
+    #: And at most one such re-creation per this many seconds.
+    RECREATE_MIN_INTERVAL = 2.0
+
+    def __init__(
+        self,
+        codec: str,
+        backends: Sequence[Backend],
+        settings: EncoderSettings | None = None,
+    ) -> None:
+        self.codec = codec.upper()
+        self._backends = [b for b in backends if b.role == "encoder" and b.engine == "pyav"]
+        if not self._backends:
+            raise CodecUnavailableError(f"no PyAV encoder backend for {codec}")
+        self._settings = settings or EncoderSettings()
+        self._backend_index = 0
+        self._ctx: VideoCodecContext | None = None
+        self._setup: EncoderSetup | None = None
+        self._size: tuple[int, int] = (0, 0)
+        self._target_bitrate = self._settings.clamp(self._settings.bitrate)
+        self._ctx_bitrate = 0
+        self._last_recreate = float("-inf")
+        self._frames_in_ctx = 0
+        self._frame_index = 0
+        self._pts_to_rtp: dict[int, int] = {}
+        self.reopen_count = 0
+        self.in_place_bitrate_updates = 0
+        self.keyframes_encoded = 0
+
+    # --- public -------------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend:
+        """The backend in use (or about to be tried)."""
+        return self._backends[self._backend_index]
+
+    @property
+    def implementation_name(self) -> str:
+        return self.backend.implementation_name
+
+    @property
+    def settings(self) -> EncoderSettings:
+        return self._settings
+
+    @property
+    def target_bitrate(self) -> int:
+        return self._target_bitrate
+
+    @target_bitrate.setter
+    def target_bitrate(self, bitrate: int) -> None:
+        self._target_bitrate = self._settings.clamp(bitrate)
+
+    def encode(self, frame: av.frame.Frame, force_keyframe: bool = False) -> list[EncodedFrame]:
+        if not isinstance(frame, VideoFrame):
+            raise TypeError(f"{self.codec} encoder takes av.VideoFrame, not {type(frame).__name__}")
+        rtp_ts = rtp_timestamp_of(
+            frame,
+            VIDEO_CLOCK_RATE,
+            self._frame_index * VIDEO_CLOCK_RATE // self._settings.framerate,
+        )
+        # 4:2:0 encoders need even sizes (x264 refuses odd ones): drop the odd line.
+        size = (frame.width & ~1, frame.height & ~1)
+        if size != (frame.width, frame.height):
+            frame = frame.reformat(width=size[0], height=size[1])
+        if self._ctx is not None and size != self._size:
+            self._close_ctx()
+        if self._ctx is not None and self._target_bitrate != self._ctx_bitrate:
+            self._apply_bitrate()
+        while True:
+            if self._ctx is None:
+                self._open(*size)
+            assert self._ctx is not None and self._setup is not None
+            try:
+                packets = self._encode_one(frame, force_keyframe, rtp_ts)
+                break
+            except _BACKEND_FAILURES as exc:
+                if self._frames_in_ctx > 0 or not self._next_backend(exc):
+                    raise
+        self._frames_in_ctx += 1
+        out: list[EncodedFrame] = []
+        for packet in packets:
+            ts = self._pts_to_rtp.pop(packet.pts, rtp_ts) if packet.pts is not None else rtp_ts
+            encoded = EncodedFrame(
+                data=bytes(packet),
+                timestamp=ts,
+                codec=self.codec,
+                is_keyframe=bool(packet.is_keyframe),
+                width=self._size[0],
+                height=self._size[1],
+                frame_id=self._frame_index,
+            )
+            if encoded.is_keyframe:
+                self.keyframes_encoded += 1
+            out.append(encoded)
+        self._frame_index += 1
+        # Encoders here never hold frames back, but keep the map bounded if one does.
+        if len(self._pts_to_rtp) > 64:
+            self._pts_to_rtp.clear()
+        return out
+
+    def close(self) -> None:
+        self._close_ctx()
+
+    # --- internals ----------------------------------------------------------
+
+    def _encode_one(self, frame: VideoFrame, force_keyframe: bool, rtp_ts: int) -> list[av.Packet]:
+        assert self._ctx is not None and self._setup is not None
+        source = frame
+        if frame.format.name != self._setup.pix_fmt:
+            source = frame.reformat(format=self._setup.pix_fmt)
+        saved = (source.pts, source.time_base, source.pict_type)
+        # Always set pict_type: a decoded frame (relay) carries the decoder's
+        # I/P/B type, which FFmpeg encoders would otherwise obey.
+        source.pict_type = (
+            PictureType.I if force_keyframe or self._frames_in_ctx == 0 else PictureType.NONE
+        )
+        # Rate control counts one tick of 1/framerate per frame (libvpx, SVT-AV1),
+        # so feed a running frame counter rather than the capture clock.
+        pts = self._frames_in_ctx
+        source.pts = pts
+        source.time_base = self._ctx.time_base
+        self._pts_to_rtp[pts] = rtp_ts
+        try:
+            return list(self._ctx.encode(source))
+        finally:
+            if source is frame:
+                frame.pts, frame.time_base, frame.pict_type = saved
+
+    def _open(self, width: int, height: int) -> None:
+        while True:
+            backend = self.backend
+            try:
+                self._ctx, self._setup = self._create_context(backend, width, height)
+                self._size = (width, height)
+                self._ctx_bitrate = self._target_bitrate
+                self._frames_in_ctx = 0
+                return
+            except _BACKEND_FAILURES as exc:
+                if not self._next_backend(exc):
+                    raise CodecUnavailableError(
+                        f"no working {self.codec} encoder: {backend.pyav_name}: {exc}"
+                    ) from exc
+
+    def _create_context(
+        self, backend: Backend, width: int, height: int
+    ) -> tuple[VideoCodecContext, EncoderSetup]:
+        configure = configurator_for(backend.pyav_name)
+        if configure is None:
+            raise CodecUnavailableError(f"no configurator for encoder {backend.pyav_name}")
+        ctx = av.CodecContext.create(backend.pyav_name, "w")
+        if not isinstance(ctx, VideoCodecContext):  # pragma: no cover - defensive
+            raise CodecUnavailableError(f"{backend.pyav_name} is not a video encoder")
+        settings = self._settings
+        ctx.width = width
+        ctx.height = height
+        ctx.time_base = fractions.Fraction(1, settings.framerate)
+        ctx.framerate = fractions.Fraction(settings.framerate, 1)
+        ctx.bit_rate = self._target_bitrate
+        ctx.gop_size = settings.keyframe_interval
+        # No B-frames: they reorder output and add a frame of delay (aiortc#588).
+        ctx.max_b_frames = 0
+        ctx.thread_count = settings.threads or thread_count(width, height)
+        setup = configure(ctx, settings, self._target_bitrate)
+        ctx.pix_fmt = setup.pix_fmt
+        ctx.options = dict(setup.options)
+        ctx.open()
+        return ctx, setup
+
+    def _next_backend(self, exc: BaseException) -> bool:
+        failed = self.backend
+        self._close_ctx(count=False)
+        if self._backend_index + 1 >= len(self._backends):
+            return False
+        self._backend_index += 1
+        logger.warning(
+            "%s encoder %s failed (%s: %s); falling back to %s",
+            self.codec,
+            failed.pyav_name,
+            type(exc).__name__,
+            exc,
+            self.backend.pyav_name,
+        )
+        return True
+
+    def _apply_bitrate(self) -> None:
+        assert self._ctx is not None and self._setup is not None
+        new, current = self._target_bitrate, self._ctx_bitrate
+        strategy = self._setup.bitrate_update
+        if strategy is BitrateUpdate.CONTEXT:
+            self._ctx.bit_rate = new
+            self._ctx_bitrate = new
+            self.in_place_bitrate_updates += 1
+            return
+        if strategy is BitrateUpdate.VBV and _ffmpeg_seam.set_codec_context_options(
+            self._ctx, {"b": new, "maxrate": new, "bufsize": new}
+        ):
+            self._ctx_bitrate = new
+            self.in_place_bitrate_updates += 1
+            return
+        # Re-create, with hysteresis: every re-creation costs a key frame.
+        now = time.monotonic()
+        if abs(new - current) / max(current, 1) < self.RECREATE_THRESHOLD:
+            return
+        if now - self._last_recreate < self.RECREATE_MIN_INTERVAL:
+            return
+        self._last_recreate = now
+        self._close_ctx()
+
+    def _close_ctx(self, count: bool = True) -> None:
+        if self._ctx is not None:
+            if count:
+                self.reopen_count += 1
+            ctx, self._ctx = self._ctx, None
+            if ctx.is_open and self._frames_in_ctx:
+                # Drain (end of stream) before the context is freed: SVT-AV1
+                # logs "deinit called without sending EOS" otherwise.
+                try:
+                    ctx.encode(None)
+                except Exception:
+                    logger.debug("%s: draining the encoder failed", self.codec, exc_info=True)
+        self._setup = None
+        self._pts_to_rtp.clear()
+
+
+class PyAVVideoDecoder(Decoder):
+    """An FFmpeg video decoder, falling back through ``backends`` on failure.
+
+    Example::
+
+        decoder = PyAVVideoDecoder("AV1", backends_for("INTERNAL", "AV1", "decoder"))
+        frames = decoder.decode(encoded_frame)  # [av.VideoFrame]
+    """
+
+    #: Per-decoder FFmpeg options. libdav1d buffers 2 frames by default;
+    #: max_frame_delay=1 removes that (aiortc-notes.md A.1, measured).
+    DECODER_OPTIONS: Mapping[str, Mapping[str, str]] = {"libdav1d": {"max_frame_delay": "1"}}
+
+    def __init__(self, codec: str, backends: Sequence[Backend]) -> None:
+        self.codec = codec.upper()
+        self._backends = [b for b in backends if b.role == "decoder" and b.engine == "pyav"]
+        if not self._backends:
+            raise CodecUnavailableError(f"no PyAV decoder backend for {codec}")
+        self._backend_index = 0
+        self._ctx: Any = None
+        self._decoded = 0
+        self._open()
+
+    @property
+    def backend(self) -> Backend:
+        return self._backends[self._backend_index]
+
+    @property
+    def implementation_name(self) -> str:
+        return self.backend.implementation_name
+
+    @property
+    def is_hardware(self) -> bool:
+        """True when frames are being decoded by a hardware backend."""
+        return self.backend.is_hardware
+
+    def decode(self, frame: EncodedFrame) -> list[VideoFrame]:
+        if self._ctx is None:
+            raise DecodeError(f"{self.codec} decoder is closed")
+        while True:
+            packet = av.Packet(frame.data)
+            packet.pts = frame.timestamp
+            packet.time_base = VIDEO_TIME_BASE
+            try:
+                frames = list(self._ctx.decode(packet))
+                break
+            except _BACKEND_FAILURES as exc:
+                # Only a backend that never produced a frame is abandoned; later
+                # errors are data errors (loss) and call for a key frame instead.
+                if self._decoded == 0 and self._next_backend(exc):
+                    continue
+                raise DecodeError(f"{self.codec} decoder {self.backend.pyav_name}: {exc}") from exc
+        self._decoded += len(frames)
+        return [_to_system_memory(f) for f in frames]
+
+    def close(self) -> None:
+        self._ctx = None
+
+    def _open(self) -> None:
+        while True:
+            backend = self.backend
+            try:
+                hwaccel = (
+                    HWAccel(backend.hwaccel, allow_software_fallback=False)
+                    if backend.hwaccel
+                    else None
+                )
+                ctx = av.CodecContext.create(backend.pyav_name, "r", hwaccel=hwaccel)
+                options = self.DECODER_OPTIONS.get(backend.pyav_name)
+                if options:
+                    ctx.options = dict(options)
+                ctx.open()
+                self._ctx = ctx
+                return
+            except _BACKEND_FAILURES as exc:
+                if not self._next_backend(exc, reopen=False):
+                    raise CodecUnavailableError(
+                        f"no working {self.codec} decoder: {backend.pyav_name}: {exc}"
+                    ) from exc
+
+    def _next_backend(self, exc: BaseException, reopen: bool = True) -> bool:
+        failed = self.backend
+        if self._backend_index + 1 >= len(self._backends):
+            return False
+        self._backend_index += 1
+        logger.warning(
+            "%s decoder %s%s failed (%s: %s); falling back to %s",
+            self.codec,
+            failed.pyav_name,
+            f"+{failed.hwaccel}" if failed.hwaccel else "",
+            type(exc).__name__,
+            exc,
+            self.backend.pyav_name,
+        )
+        if reopen:
+            self._open()
+        return True
+
+
+def _to_system_memory(frame: Any) -> VideoFrame:
+    """Frames in GPU memory (``cuda``, ``qsv``...) are copied to a software format.
+
+    PyAV 18 normally transfers hardware frames itself; this is the safety net.
+    """
+    if not isinstance(frame, VideoFrame):  # pragma: no cover - decoders here are video
+        raise DecodeError(f"video decoder returned {type(frame).__name__}")
+    if frame.format.name in _HW_PIX_FMTS:
+        return frame.reformat(format="yuv420p")
+    return frame
+
+
+_HW_PIX_FMTS = frozenset(
+    {"cuda", "qsv", "vaapi", "videotoolbox_vld", "d3d11", "dxva2_vld", "drm_prime"}
+)

@@ -1,0 +1,547 @@
+"""VP9 over RTP (RFC 9628) and the libvpx-vp9 real-time encoder setup.
+
+Payload descriptor (RFC 9628 §4.2)::
+
+     0 1 2 3 4 5 6 7
+    +-+-+-+-+-+-+-+-+
+    |I|P|L|F|B|E|V|Z| (REQUIRED)
+    +-+-+-+-+-+-+-+-+
+    |M| PICTURE ID  | (I=1; M=1: 15-bit picture ID, the second byte follows)
+    +-+-+-+-+-+-+-+-+
+    |  TID  |U| SID |D| (L=1)            \\  flexible (F=1): P_DIFF|N bytes
+    +-+-+-+-+-+-+-+-+                     > when P=1, up to 3;
+    |   TL0PICIDX   | (L=1 and F=0)     /   non-flexible: TL0PICIDX
+    +-+-+-+-+-+-+-+-+
+    |  SS ...       | (V=1, scalability structure §4.2.1)
+    +-+-+-+-+-+-+-+-+
+
+B marks the first packet of a (layer) frame, E the last. The packetizer
+writes a 15-bit picture ID on every packet, the SS (with resolution and, in
+non-flexible mode, a one-picture group of frames) on the first packet of each
+key frame, layer indices when the frame has them, and P_DIFF=1 for inter
+frames in flexible mode — the shape libwebrtc sends for a single-layer stream.
+
+A frame made of several layer frames (spatial SVC, one timestamp) is
+depacketized into a VP9 superframe (VP9 bitstream spec Annex B) so a decoder
+gets every layer in one packet.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from av.video.codeccontext import VideoCodecContext
+
+from .base import (
+    Depacketizer,
+    EncodedFrame,
+    IncompleteFrameError,
+    MalformedPayloadError,
+    Packetizer,
+    check_max_payload_size,
+    require_payloads,
+)
+from .bitstream import BitReader
+from .pyav import BitrateUpdate, EncoderSettings, EncoderSetup, register_configurator
+
+CODEC = "VP9"
+MIME_TYPE = "video/VP9"
+_MAX_P_DIFFS = 3
+
+
+@dataclass
+class Vp9PictureGroupEntry:
+    """One picture of the SS group of frames (RFC 9628 §4.2.1: TID, U, R P_DIFFs)."""
+
+    tid: int = 0
+    switching_up: bool = False
+    p_diffs: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Vp9ScalabilityStructure:
+    """RFC 9628 §4.2.1 SS: spatial layer count, optional resolutions and group of frames."""
+
+    num_spatial_layers: int = 1
+    resolutions: list[tuple[int, int]] | None = None
+    picture_group: list[Vp9PictureGroupEntry] | None = None
+
+    def __bytes__(self) -> bytes:
+        if not 1 <= self.num_spatial_layers <= 8:
+            raise ValueError("VP9 SS: 1 to 8 spatial layers")
+        first = (self.num_spatial_layers - 1) << 5
+        out = bytearray([0])
+        if self.resolutions is not None:
+            if len(self.resolutions) != self.num_spatial_layers:
+                raise ValueError("VP9 SS: one resolution per spatial layer")
+            first |= 0x10
+            for width, height in self.resolutions:
+                out += struct.pack("!HH", width, height)
+        if self.picture_group is not None:
+            first |= 0x08
+            out.append(len(self.picture_group))
+            for entry in self.picture_group:
+                if len(entry.p_diffs) > 3:
+                    raise ValueError("VP9 SS: at most 3 P_DIFFs per picture")
+                out.append(
+                    (entry.tid & 0x07) << 5
+                    | (0x10 if entry.switching_up else 0)
+                    | len(entry.p_diffs) << 2
+                )
+                out += bytes(d & 0xFF for d in entry.p_diffs)
+        out[0] = first
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes, pos: int) -> tuple[Vp9ScalabilityStructure, int]:
+        """Parse SS at ``pos``; returns it and the position after it."""
+        if pos >= len(data):
+            raise MalformedPayloadError("VP9 SS: truncated")
+        first = data[pos]
+        pos += 1
+        ss = cls(num_spatial_layers=(first >> 5) + 1)
+        if first & 0x10:
+            needed = 4 * ss.num_spatial_layers
+            if pos + needed > len(data):
+                raise MalformedPayloadError("VP9 SS: truncated resolutions")
+            ss.resolutions = [
+                struct.unpack_from("!HH", data, pos + 4 * i) for i in range(ss.num_spatial_layers)
+            ]
+            pos += needed
+        if first & 0x08:
+            if pos >= len(data):
+                raise MalformedPayloadError("VP9 SS: truncated N_G")
+            count = data[pos]
+            pos += 1
+            ss.picture_group = []
+            for _ in range(count):
+                if pos >= len(data):
+                    raise MalformedPayloadError("VP9 SS: truncated picture group")
+                byte = data[pos]
+                refs = (byte >> 2) & 0x03
+                pos += 1
+                if pos + refs > len(data):
+                    raise MalformedPayloadError("VP9 SS: truncated P_DIFF")
+                ss.picture_group.append(
+                    Vp9PictureGroupEntry(
+                        tid=byte >> 5,
+                        switching_up=bool(byte & 0x10),
+                        p_diffs=list(data[pos : pos + refs]),
+                    )
+                )
+                pos += refs
+        return ss, pos
+
+
+@dataclass
+class Vp9PayloadDescriptor:
+    """The RFC 9628 §4.2 payload descriptor, field names after the RFC's bits.
+
+    ``layer_indices`` is the L bit: when True, ``tid``/``switching_up``/``sid``/
+    ``inter_layer_dependency`` are sent (and ``tl0picidx`` in non-flexible mode).
+    """
+
+    picture_id: int | None = None
+    inter_picture_predicted: bool = False  # P
+    layer_indices: bool = False  # L
+    flexible_mode: bool = False  # F
+    start_of_frame: bool = False  # B
+    end_of_frame: bool = False  # E
+    not_reference_for_upper_layers: bool = False  # Z
+    tid: int = 0
+    switching_up: bool = False  # U
+    sid: int = 0
+    inter_layer_dependency: bool = False  # D
+    tl0picidx: int = 0
+    p_diffs: list[int] = field(default_factory=list)
+    scalability_structure: Vp9ScalabilityStructure | None = None  # V
+
+    def __bytes__(self) -> bytes:
+        first = (
+            (0x80 if self.picture_id is not None else 0)
+            | (0x40 if self.inter_picture_predicted else 0)
+            | (0x20 if self.layer_indices else 0)
+            | (0x10 if self.flexible_mode else 0)
+            | (0x08 if self.start_of_frame else 0)
+            | (0x04 if self.end_of_frame else 0)
+            | (0x02 if self.scalability_structure is not None else 0)
+            | (0x01 if self.not_reference_for_upper_layers else 0)
+        )
+        out = bytearray([first])
+        if self.picture_id is not None:
+            out += struct.pack("!H", 0x8000 | (self.picture_id & 0x7FFF))
+        if self.layer_indices:
+            out.append(
+                (self.tid & 0x07) << 5
+                | (0x10 if self.switching_up else 0)
+                | (self.sid & 0x07) << 1
+                | (0x01 if self.inter_layer_dependency else 0)
+            )
+            if not self.flexible_mode:
+                out.append(self.tl0picidx & 0xFF)
+        if self.flexible_mode and self.inter_picture_predicted:
+            if not 1 <= len(self.p_diffs) <= _MAX_P_DIFFS:
+                raise ValueError("VP9 flexible mode: 1 to 3 P_DIFFs for an inter frame")
+            for i, diff in enumerate(self.p_diffs):
+                if not 1 <= diff <= 127:
+                    raise ValueError(f"VP9 P_DIFF out of range: {diff}")
+                more = i + 1 < len(self.p_diffs)
+                out.append(diff << 1 | (1 if more else 0))
+        if self.scalability_structure is not None:
+            out += bytes(self.scalability_structure)
+        return bytes(out)
+
+    @classmethod
+    def parse(cls, data: bytes) -> tuple[Vp9PayloadDescriptor, int]:
+        """Parse the descriptor at the start of ``data``; returns it and its length."""
+        if not data:
+            raise MalformedPayloadError("VP9 payload is empty")
+        first = data[0]
+        desc = cls(
+            inter_picture_predicted=bool(first & 0x40),
+            layer_indices=bool(first & 0x20),
+            flexible_mode=bool(first & 0x10),
+            start_of_frame=bool(first & 0x08),
+            end_of_frame=bool(first & 0x04),
+            not_reference_for_upper_layers=bool(first & 0x01),
+        )
+        pos = 1
+        if first & 0x80:
+            if pos >= len(data):
+                raise MalformedPayloadError("VP9 descriptor: truncated picture ID")
+            if data[pos] & 0x80:
+                if pos + 2 > len(data):
+                    raise MalformedPayloadError("VP9 descriptor: truncated 15-bit picture ID")
+                desc.picture_id = struct.unpack_from("!H", data, pos)[0] & 0x7FFF
+                pos += 2
+            else:
+                desc.picture_id = data[pos] & 0x7F
+                pos += 1
+        if desc.layer_indices:
+            if pos >= len(data):
+                raise MalformedPayloadError("VP9 descriptor: truncated layer indices")
+            byte = data[pos]
+            desc.tid = byte >> 5
+            desc.switching_up = bool(byte & 0x10)
+            desc.sid = (byte >> 1) & 0x07
+            desc.inter_layer_dependency = bool(byte & 0x01)
+            pos += 1
+            if not desc.flexible_mode:
+                if pos >= len(data):
+                    raise MalformedPayloadError("VP9 descriptor: truncated TL0PICIDX")
+                desc.tl0picidx = data[pos]
+                pos += 1
+        if desc.flexible_mode and desc.inter_picture_predicted:
+            while True:
+                if pos >= len(data):
+                    raise MalformedPayloadError("VP9 descriptor: truncated P_DIFF")
+                byte = data[pos]
+                pos += 1
+                desc.p_diffs.append(byte >> 1)
+                if not byte & 0x01:
+                    break
+                if len(desc.p_diffs) >= _MAX_P_DIFFS:
+                    raise MalformedPayloadError("VP9 descriptor: more than 3 P_DIFFs")
+        if first & 0x02:
+            desc.scalability_structure, pos = Vp9ScalabilityStructure.parse(data, pos)
+        return desc, pos
+
+    @property
+    def is_picture_start(self) -> bool:
+        """B on the base spatial layer: the first packet of a picture."""
+        return self.start_of_frame and (not self.layer_indices or self.sid == 0)
+
+
+@dataclass(frozen=True)
+class Vp9FrameHeader:
+    """What the packetizer and depacketizer read from a VP9 uncompressed header."""
+
+    is_keyframe: bool
+    show_frame: bool
+    width: int = 0
+    height: int = 0
+
+
+def parse_frame_header(frame: bytes) -> Vp9FrameHeader:
+    """Key-frame flag and, for key frames, the size (VP9 bitstream spec §6.2).
+
+    Raises :class:`MalformedPayloadError` when the header is not VP9.
+    """
+    bits = BitReader(frame)
+    if bits.read_bits(2) != 2:
+        raise MalformedPayloadError("VP9: bad frame_marker")
+    profile = bits.read_bit() | bits.read_bit() << 1
+    if profile == 3:
+        bits.read_bit()
+    if bits.read_bit():  # show_existing_frame
+        return Vp9FrameHeader(is_keyframe=False, show_frame=True)
+    is_keyframe = bits.read_bit() == 0
+    show_frame = bool(bits.read_bit())
+    bits.read_bit()  # error_resilient_mode
+    if not is_keyframe:
+        return Vp9FrameHeader(False, show_frame)
+    if bits.read_bits(24) != 0x498342:
+        raise MalformedPayloadError("VP9: bad frame_sync_code")
+    if profile >= 2:
+        bits.read_bit()  # ten_or_twelve_bit
+    color_space = bits.read_bits(3)
+    if color_space != 7:  # not CS_RGB
+        bits.read_bit()  # color_range
+        if profile in (1, 3):
+            bits.read_bits(3)  # subsampling_x, subsampling_y, reserved_zero
+    elif profile in (1, 3):
+        bits.read_bit()  # reserved_zero
+    width = bits.read_bits(16) + 1
+    height = bits.read_bits(16) + 1
+    return Vp9FrameHeader(True, show_frame, width, height)
+
+
+def split_superframe(data: bytes) -> list[bytes]:
+    """Frames of a VP9 superframe (Annex B), or ``[data]`` for a plain frame."""
+    if not data:
+        return []
+    marker = data[-1]
+    if marker & 0xE0 != 0xC0:
+        return [data]
+    frames = (marker & 0x07) + 1
+    size_bytes = ((marker >> 3) & 0x03) + 1
+    index_size = 2 + size_bytes * frames
+    if len(data) < index_size or data[-index_size] != marker:
+        return [data]
+    sizes = [
+        int.from_bytes(data[len(data) - index_size + 1 + i * size_bytes :][:size_bytes], "little")
+        for i in range(frames)
+    ]
+    out: list[bytes] = []
+    pos = 0
+    for size in sizes:
+        if pos + size > len(data) - index_size:
+            raise MalformedPayloadError("VP9 superframe: frame sizes exceed the data")
+        out.append(data[pos : pos + size])
+        pos += size
+    return out
+
+
+def build_superframe(frames: Sequence[bytes]) -> bytes:
+    """A VP9 superframe (Annex B) carrying ``frames``; a single frame is returned as is."""
+    if len(frames) == 1:
+        return bytes(frames[0])
+    if not 1 <= len(frames) <= 8:
+        raise ValueError("VP9 superframe: 1 to 8 frames")
+    largest = max(len(f) for f in frames)
+    size_bytes = (
+        1 if largest < 1 << 8 else 2 if largest < 1 << 16 else 3 if largest < 1 << 24 else 4
+    )
+    marker = 0xC0 | (size_bytes - 1) << 3 | (len(frames) - 1)
+    index = bytes([marker]) + b"".join(len(f).to_bytes(size_bytes, "little") for f in frames)
+    return b"".join(frames) + index + bytes([marker])
+
+
+class Vp9Packetizer(Packetizer):
+    """RFC 9628 payloader (non-flexible mode by default, flexible with ``flexible=True``).
+
+    Uses from the :class:`EncodedFrame`: ``is_keyframe``, ``width``/``height``
+    (for the SS; parsed from the key frame when 0), ``temporal_index``,
+    ``spatial_index``, and ``codec_specific["num_spatial_layers"]`` (default 1).
+    Layer indices (L) are written when ``layer_indices=True`` or the frame
+    has a non-zero temporal/spatial index.
+    """
+
+    codec = CODEC
+
+    def __init__(
+        self,
+        flexible: bool = False,
+        layer_indices: bool = False,
+        picture_id: int | None = None,
+    ) -> None:
+        self.flexible = flexible
+        self.layer_indices = layer_indices
+        self.picture_id = random.randint(0, 0x7FFF) if picture_id is None else picture_id & 0x7FFF
+        self.tl0picidx = random.randint(0, 0xFF)
+
+    def packetize(self, frame: EncodedFrame, max_payload_size: int = 1200) -> list[bytes]:
+        if not frame.data:
+            raise ValueError("VP9: empty frame")
+        num_layers = int(frame.codec_specific.get("num_spatial_layers", 1))
+        with_layers = self.layer_indices or frame.temporal_index > 0 or frame.spatial_index > 0
+        if with_layers and frame.temporal_index == 0 and frame.spatial_index == 0:
+            self.tl0picidx = (self.tl0picidx + 1) & 0xFF
+        is_key = frame.is_keyframe
+        desc = Vp9PayloadDescriptor(
+            picture_id=self.picture_id,
+            inter_picture_predicted=not is_key,
+            layer_indices=with_layers,
+            flexible_mode=self.flexible,
+            not_reference_for_upper_layers=frame.spatial_index == num_layers - 1,
+            tid=frame.temporal_index,
+            sid=frame.spatial_index,
+            inter_layer_dependency=bool(
+                frame.codec_specific.get(
+                    "inter_layer_predicted", frame.spatial_index > 0 and is_key
+                )
+            ),
+            tl0picidx=self.tl0picidx,
+            p_diffs=[1] if self.flexible and not is_key else [],
+        )
+        first_extra: Vp9ScalabilityStructure | None = None
+        if is_key and frame.spatial_index == 0:
+            width, height = frame.width, frame.height
+            if not width or not height:
+                header = parse_frame_header(split_superframe(frame.data)[0])
+                width, height = header.width, header.height
+            first_extra = Vp9ScalabilityStructure(
+                num_spatial_layers=num_layers,
+                resolutions=[(width, height)] if num_layers == 1 and width else None,
+                # Non-flexible mode: a one-picture group that references the
+                # previous picture, as libwebrtc sends for one layer.
+                picture_group=None
+                if self.flexible
+                else [Vp9PictureGroupEntry(tid=0, switching_up=False, p_diffs=[1])],
+            )
+        header_size = len(bytes(desc))
+        first_size = header_size + (len(bytes(first_extra)) if first_extra else 0)
+        check_max_payload_size(max_payload_size, first_size + 1, CODEC)
+        data = frame.data
+        payloads: list[bytes] = []
+        pos = 0
+        while pos < len(data):
+            desc.start_of_frame = pos == 0
+            desc.scalability_structure = first_extra if pos == 0 else None
+            size = max_payload_size - (first_size if pos == 0 else header_size)
+            chunk = data[pos : pos + size]
+            pos += len(chunk)
+            desc.end_of_frame = pos >= len(data)
+            payloads.append(bytes(desc) + chunk)
+        if frame.spatial_index == num_layers - 1:
+            self.picture_id = (self.picture_id + 1) & 0x7FFF
+        return payloads
+
+
+class Vp9Depacketizer(Depacketizer):
+    """RFC 9628 depayloader working on the payloads of one timestamp (all layer frames)."""
+
+    codec = CODEC
+
+    def depacketize(self, payloads: Sequence[bytes], timestamp: int = 0) -> EncodedFrame:
+        require_payloads(payloads, CODEC)
+        layer_frames: list[bytes] = []
+        current: list[bytes] | None = None
+        first: Vp9PayloadDescriptor | None = None
+        ss: Vp9ScalabilityStructure | None = None
+        max_sid = 0
+        max_tid = 0
+        for payload in payloads:
+            payload = bytes(payload)
+            desc, offset = Vp9PayloadDescriptor.parse(payload)
+            if offset >= len(payload):
+                raise MalformedPayloadError("VP9 payload has a descriptor but no data")
+            if first is None:
+                first = desc
+                if not desc.start_of_frame:
+                    raise IncompleteFrameError("VP9: the first packet of the frame is missing")
+            elif desc.picture_id != first.picture_id:
+                raise MalformedPayloadError("VP9: picture ID changes inside one frame")
+            if desc.scalability_structure is not None:
+                ss = desc.scalability_structure
+            if desc.start_of_frame:
+                if current is not None:
+                    raise IncompleteFrameError("VP9: a layer frame ends without its E packet")
+                current = []
+            elif current is None:
+                raise IncompleteFrameError("VP9: packet after a layer frame's end, without B")
+            current.append(payload[offset:])
+            max_sid = max(max_sid, desc.sid)
+            max_tid = max(max_tid, desc.tid)
+            if desc.end_of_frame:
+                layer_frames.append(b"".join(current))
+                current = None
+        if current is not None:
+            raise IncompleteFrameError("VP9: the last packet of the frame is missing")
+        assert first is not None
+        data = build_superframe(layer_frames)
+        header = parse_frame_header(split_superframe(layer_frames[0])[0])
+        width, height = header.width, header.height
+        if ss is not None and ss.resolutions:
+            width, height = ss.resolutions[min(max_sid, len(ss.resolutions) - 1)]
+        frame = EncodedFrame(
+            data=data,
+            timestamp=timestamp,
+            codec=CODEC,
+            is_keyframe=not first.inter_picture_predicted and header.is_keyframe,
+            width=width if header.is_keyframe or ss else 0,
+            height=height if header.is_keyframe or ss else 0,
+            temporal_index=max_tid,
+            spatial_index=max_sid,
+            frame_id=first.picture_id,
+            frame_dependencies=tuple(((first.picture_id or 0) - d) & 0x7FFF for d in first.p_diffs)
+            if first.picture_id is not None
+            else (),
+        )
+        if ss is not None:
+            frame.codec_specific["scalability_structure"] = ss
+        return frame
+
+    def is_frame_start(self, payload: bytes) -> bool:
+        try:
+            desc, offset = Vp9PayloadDescriptor.parse(payload)
+        except MalformedPayloadError:
+            return False
+        return desc.is_picture_start and offset < len(payload)
+
+    def is_keyframe_start(self, payload: bytes) -> bool:
+        try:
+            desc, offset = Vp9PayloadDescriptor.parse(payload)
+        except MalformedPayloadError:
+            return False
+        return desc.is_picture_start and not desc.inter_picture_predicted and offset < len(payload)
+
+    def is_frame_end(self, payload: bytes) -> bool | None:
+        try:
+            desc, _ = Vp9PayloadDescriptor.parse(payload)
+        except MalformedPayloadError:
+            return False
+        # With spatial layers E ends one layer frame; the marker ends the picture.
+        if desc.layer_indices:
+            return None
+        return desc.end_of_frame
+
+
+#: profile-id → pixel format libvpx-vp9 derives the profile from.
+_PROFILE_PIX_FMT = {"0": "yuv420p", "1": "yuv444p", "2": "yuv420p10le", "3": "yuv444p10le"}
+
+
+def configure_libvpx_vp9(
+    ctx: VideoCodecContext, settings: EncoderSettings, bitrate: int
+) -> EncoderSetup:
+    """libvpx-vp9 real time: no look-ahead, CBR (``aiortc-notes.md`` A.1, measured).
+
+    Defaults buffer 24 frames and cost ~60 ms/frame at 720p; ``deadline=realtime,
+    cpu-used=8, lag-in-frames=0, row-mt=1`` gives no delay and ~5-6 ms/frame.
+    Without ``minrate=maxrate=bufsize`` (CBR) the rate overshot ~8x. Quantizer
+    limits as libwebrtc (2..52); ``aq-mode=3`` is libvpx's real-time cyclic
+    refresh. The encoder does not take a new ``bit_rate`` in place (measured).
+    """
+    ctx.qmin = 2
+    ctx.qmax = 52
+    pix_fmt = _PROFILE_PIX_FMT.get(str(settings.fmtp.get("profile-id", "0")), "yuv420p")
+    return EncoderSetup(
+        options={
+            "deadline": "realtime",
+            "cpu-used": "8",
+            "lag-in-frames": "0",
+            "row-mt": "1",
+            "aq-mode": "3",
+            "minrate": str(bitrate),
+            "maxrate": str(bitrate),
+            "bufsize": str(bitrate),
+        },
+        bitrate_update=BitrateUpdate.RECREATE,
+        pix_fmt=pix_fmt,
+    )
+
+
+register_configurator("libvpx-vp9", configure_libvpx_vp9)

@@ -1,0 +1,160 @@
+"""PyAV encoder/decoder plugins: no look-ahead, forced key frames, bit rate, fallback."""
+
+from __future__ import annotations
+
+import av
+import pytest
+from av.video.frame import PictureType
+
+from sora_async.codecs import (
+    CodecUnavailableError,
+    EncoderSettings,
+    PyAVVideoEncoder,
+    _ffmpeg_seam,
+    create_decoder,
+    create_encoder,
+)
+from sora_async.codecs.pattern import audio_frame, video_frame
+from sora_async.hwaccel import backends_for
+
+VIDEO_CODECS = ["VP8", "VP9", "AV1", "H264", "H265"]
+
+
+@pytest.mark.parametrize("codec", VIDEO_CODECS)
+def test_each_frame_in_gives_its_packet_out_and_forced_key_frames_come_at_once(codec: str) -> None:
+    encoder = create_encoder(codec, settings=EncoderSettings(bitrate=200_000))
+    outputs = [encoder.encode(video_frame(160, 120, i), force_keyframe=i == 3) for i in range(6)]
+    encoder.close()
+    assert [len(o) for o in outputs] == [1] * 6  # no look-ahead: frame n in, packet n out
+    frames = [o[0] for o in outputs]
+    assert [f.timestamp for f in frames] == [i * 3000 for i in range(6)]
+    assert [f.is_keyframe for f in frames] == [True, False, False, True, False, False]
+    assert all((f.width, f.height, f.codec) == (160, 120, codec) for f in frames)
+    # The forced key frame decodes on its own.
+    decoder = create_decoder(codec)
+    [picture] = decoder.decode(frames[3])
+    assert (picture.width, picture.height) == (160, 120)
+
+
+@pytest.mark.parametrize("codec", VIDEO_CODECS)
+def test_decoders_add_no_frame_delay(codec: str) -> None:
+    encoder = create_encoder(codec, settings=EncoderSettings(bitrate=200_000))
+    decoder = create_decoder(codec)
+    for i in range(4):
+        [encoded] = encoder.encode(video_frame(160, 120, i))
+        decoded = decoder.decode(encoded)
+        assert len(decoded) == 1 and decoded[0].pts == encoded.timestamp
+    encoder.close()
+
+
+def test_the_callers_frame_is_left_as_it_was() -> None:
+    encoder = create_encoder("VP8")
+    frame = video_frame(160, 120, 0)
+    encoder.encode(frame, force_keyframe=True)
+    assert (frame.pts, frame.pict_type) == (0, PictureType.NONE)
+
+
+def test_decoded_key_frames_do_not_force_key_frames_when_re_encoded() -> None:
+    """A relay re-encodes decoded frames, which carry the decoder's I/P type."""
+    source = create_encoder("H264")
+    decoder = create_decoder("H264")
+    decoded = [decoder.decode(source.encode(video_frame(160, 120, i))[0])[0] for i in range(3)]
+    assert decoded[0].pict_type == PictureType.I
+    relay = create_encoder("VP8")
+    relay.encode(decoded[1])
+    assert not relay.encode(decoded[0])[0].is_keyframe
+
+
+def test_x264_changes_bit_rate_in_place() -> None:
+    encoder = create_encoder("H264", settings=EncoderSettings(bitrate=600_000))
+    assert isinstance(encoder, PyAVVideoEncoder)
+    sizes = [len(encoder.encode(video_frame(320, 240, i))[0].data) for i in range(30)]
+    encoder.target_bitrate = 150_000
+    after = [encoder.encode(video_frame(320, 240, i)) for i in range(30, 60)]
+    assert encoder.in_place_bitrate_updates == 1 and encoder.reopen_count == 0
+    assert not any(o[0].is_keyframe for o in after)  # no key frame for the change
+    before_rate = sum(sizes[10:]) / 20
+    after_rate = sum(len(o[0].data) for o in after[10:]) / 20
+    assert after_rate < 0.6 * before_rate
+    encoder.close()
+
+
+def test_libvpx_is_re_created_only_for_a_large_bit_rate_change() -> None:
+    encoder = create_encoder("VP8", settings=EncoderSettings(bitrate=400_000))
+    assert isinstance(encoder, PyAVVideoEncoder)
+    encoder.encode(video_frame(160, 120, 0))
+    encoder.target_bitrate = 410_000  # under 10 %: ignored
+    assert not encoder.encode(video_frame(160, 120, 1))[0].is_keyframe
+    encoder.target_bitrate = 200_000
+    [frame] = encoder.encode(video_frame(160, 120, 2))
+    assert encoder.reopen_count == 1 and frame.is_keyframe
+    assert encoder.in_place_bitrate_updates == 0
+
+
+def test_target_bitrate_is_clamped() -> None:
+    encoder = create_encoder(
+        "VP9", settings=EncoderSettings(min_bitrate=100_000, max_bitrate=500_000)
+    )
+    encoder.target_bitrate = 10
+    assert encoder.target_bitrate == 100_000
+    encoder.target_bitrate = 10**9
+    assert encoder.target_bitrate == 500_000
+
+
+def test_a_new_frame_size_re_opens_the_encoder_with_a_key_frame() -> None:
+    encoder = create_encoder("VP9")
+    assert isinstance(encoder, PyAVVideoEncoder)
+    encoder.encode(video_frame(160, 120, 0))
+    [frame] = encoder.encode(video_frame(320, 240, 1))
+    assert (frame.width, frame.height, frame.is_keyframe) == (320, 240, True)
+    assert encoder.reopen_count == 1
+
+
+def test_hardware_encoder_without_hardware_falls_back_to_software() -> None:
+    encoder = create_encoder("H264", "NVIDIA_VIDEO_CODEC_SDK")
+    [frame] = encoder.encode(video_frame(320, 240, 0))
+    assert frame.is_keyframe
+    # NVENC where the GPU has it; x264 here and on H100/H200 (NVDEC only).
+    assert encoder.implementation_name in ("NvCodec", "x264")
+    if encoder.implementation_name == "x264":
+        strict = create_encoder("H264", "NVIDIA_VIDEO_CODEC_SDK", fallback=False)
+        with pytest.raises(CodecUnavailableError):
+            strict.encode(video_frame(320, 240, 0))
+
+
+def test_hardware_decoder_without_hardware_falls_back_to_software() -> None:
+    [encoded] = create_encoder("H265").encode(video_frame(160, 120, 0))
+    for implementation in ("NVIDIA_VIDEO_CODEC_SDK", "INTEL_VPL", "AMD_AMF"):
+        decoder = create_decoder("H265", implementation)
+        [picture] = decoder.decode(encoded)
+        assert (picture.width, picture.height) == (160, 120)
+        assert decoder.implementation_name in ("NvCodec", "IntelVPL", "VAAPI", "AMF", "FFmpeg")
+
+
+def test_ffmpeg_seam_reaches_the_codec_context() -> None:
+    ctx = av.CodecContext.create("libx264", "w")
+    assert _ffmpeg_seam.codec_context_pointer(ctx) is None  # not open yet
+    ctx.width, ctx.height, ctx.pix_fmt, ctx.bit_rate = 160, 120, "yuv420p", 300_000
+    ctx.open()
+    assert isinstance(_ffmpeg_seam.codec_context_pointer(ctx), int)
+    assert _ffmpeg_seam.set_codec_context_options(ctx, {"b": 123_000})
+    assert ctx.bit_rate == 123_000
+
+
+def test_wrong_inputs() -> None:
+    with pytest.raises(TypeError):
+        create_encoder("VP8").encode(audio_frame(0))
+    with pytest.raises(TypeError):
+        create_encoder("OPUS").encode(video_frame(160, 120, 0))
+    with pytest.raises(CodecUnavailableError):
+        create_encoder("MJPEG")
+    with pytest.raises(CodecUnavailableError):
+        PyAVVideoEncoder("VP8", backends_for("INTERNAL", "VP8", "decoder"))
+
+
+@pytest.mark.parametrize("codec", ["H264", "VP8"])
+def test_odd_frame_sizes_are_encoded_at_the_even_size_below(codec: str) -> None:
+    frame = video_frame(162, 122, 0).reformat(width=161, height=121)
+    [encoded] = create_encoder(codec).encode(frame)
+    assert (encoded.width, encoded.height) == (160, 120)
+    assert create_decoder(codec).decode(encoded)[0].width == 160
