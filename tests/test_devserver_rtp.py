@@ -10,7 +10,8 @@ from aiortc.rtcicetransport import RTCIceCandidate, RTCIceParameters
 from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
 
-from sora_async.devserver.rtp import is_keyframe_start, parse_rtp, rewrite_rtp, seq_newer
+from sora_async.codecs.registry import create_depacketizer
+from sora_async.devserver.rtp import parse_rtp, rewrite_rtp, seq_newer
 from sora_async.devserver.sdp import CODECS, MediaSection, TransportDescription, write_offer
 
 
@@ -67,33 +68,34 @@ def test_parse_rejects_malformed_packets(data: bytes) -> None:
         ("VP8", bytes([0x00, 0x00]), False),  # not the start of the partition
         # VP8 with X, I (15-bit picture id): descriptor is 4 bytes
         ("VP8", bytes([0x90, 0x80, 0x81, 0x23, 0x00]), True),
-        # VP9: I=1 (7-bit pid), P=0, B=1
-        ("VP9", bytes([0x88, 0x05]), True),
+        # VP9: I=1 (7-bit pid), P=0, B=1, then the uncompressed header
+        ("VP9", bytes([0x88, 0x05, 0x82, 0x49, 0x83, 0x42, 0x00]), True),
         ("VP9", bytes([0xC8, 0x05]), False),  # P=1
         ("VP9", bytes([0x80, 0x05]), False),  # not B
         # AV1 aggregation header: N=1 starts a coded video sequence
-        ("AV1", bytes([0x18]), True),
+        ("AV1", bytes([0x18, 0x08, 0x00, 0x00]), True),  # + a sequence header OBU
         ("AV1", bytes([0x10]), False),
         ("AV1", bytes([0x98]), False),  # Z=1: continuation
         # H.264: IDR, STAP-A holding SPS, FU-A start of IDR, non-IDR slice
         ("H264", bytes([0x65, 0x88]), True),
         ("H264", bytes([0x78, 0x00, 0x02, 0x67, 0x42]), True),
-        ("H264", bytes([0x7C, 0x85]), True),
+        ("H264", bytes([0x7C, 0x85, 0x88, 0x80]), True),
         ("H264", bytes([0x7C, 0x05]), False),  # FU-A, not the start
         ("H264", bytes([0x41, 0x9A]), False),
         # H.265: IDR_W_RADL (19), FU (49) starting CRA (21), TRAIL_R (1)
-        ("H265", bytes([19 << 1, 0x01]), True),
-        ("H265", bytes([49 << 1, 0x01, 0x80 | 21]), True),
+        ("H265", bytes([19 << 1, 0x01, 0xAF, 0x00]), True),
+        ("H265", bytes([49 << 1, 0x01, 0x80 | 21, 0xAF]), True),
         ("H265", bytes([1 << 1, 0x01]), False),
     ],
 )
 def test_keyframe_detection(codec: str, payload: bytes, expected: bool) -> None:
-    assert is_keyframe_start(codec, payload) is expected
+    # what the forwarder switches layers on; the codec layer owns the formats
+    assert create_depacketizer(codec).is_keyframe_start(payload) is expected
 
 
 def test_keyframe_detection_survives_truncated_descriptors() -> None:
-    assert is_keyframe_start("VP8", bytes([0x90, 0x80])) is False
-    assert is_keyframe_start("H265", bytes([49 << 1])) is False
+    assert create_depacketizer("VP8").is_keyframe_start(bytes([0x90, 0x80])) is False
+    assert create_depacketizer("H265").is_keyframe_start(bytes([49 << 1])) is False
 
 
 def test_sequence_numbers_wrap() -> None:

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from .base import MalformedPayloadError
 
 ANNEXB_START_CODE = b"\x00\x00\x00\x01"
@@ -85,6 +87,43 @@ def split_annexb(data: bytes) -> list[bytes]:
 def join_annexb(nals: list[bytes]) -> bytes:
     """Annex-B byte stream with 4-byte start codes (what FFmpeg's parsers prefer)."""
     return b"".join(ANNEXB_START_CODE + nal for nal in nals)
+
+
+def plan_nal_payloads(
+    nals: Sequence[bytes],
+    max_payload_size: int,
+    *,
+    aggregation_header_size: int,
+    aggregate: Callable[[Sequence[bytes]], bytes],
+    fragment: Callable[[bytes, int], list[bytes]],
+) -> list[bytes]:
+    """RTP payloads for the NAL units of one access unit, H.264 or H.265 alike.
+
+    The same plan serves RFC 6184 §5.7 (STAP-A/FU-A) and RFC 7798 §4.4 (AP/FU):
+    a unit too large for one payload is fragmented; consecutive units that fit
+    together are aggregated behind a 16-bit size each; a lone unit goes as is.
+    """
+    size_field = 2
+    payloads: list[bytes] = []
+    i = 0
+    while i < len(nals):
+        nal = nals[i]
+        if len(nal) > max_payload_size:
+            payloads.extend(fragment(nal, max_payload_size))
+            i += 1
+            continue
+        size = aggregation_header_size + size_field + len(nal)
+        j = i + 1
+        while j < len(nals) and size + size_field + len(nals[j]) <= max_payload_size:
+            size += size_field + len(nals[j])
+            j += 1
+        if j - i >= 2:
+            payloads.append(aggregate(nals[i:j]))
+            i = j
+        else:
+            payloads.append(nal)
+            i += 1
+    return payloads
 
 
 class BitReader:

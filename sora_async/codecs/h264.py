@@ -36,7 +36,13 @@ from .base import (
     require_payloads,
     split_evenly,
 )
-from .bitstream import BitReader, join_annexb, split_annexb, strip_emulation_prevention
+from .bitstream import (
+    BitReader,
+    join_annexb,
+    plan_nal_payloads,
+    split_annexb,
+    strip_emulation_prevention,
+)
 from .pyav import BitrateUpdate, EncoderSettings, EncoderSetup, register_configurator
 
 CODEC = "H264"
@@ -96,27 +102,13 @@ class H264Packetizer(Packetizer):
         for nal in nals:
             if nal[0] & 0x80:
                 raise ValueError("H264: NAL unit with forbidden_zero_bit set")
-        payloads: list[bytes] = []
-        i = 0
-        while i < len(nals):
-            nal = nals[i]
-            if len(nal) > max_payload_size:
-                payloads.extend(self._fu_a(nal, max_payload_size))
-                i += 1
-                continue
-            # Aggregate as many following NAL units as fit into one STAP-A.
-            size = _STAP_A_HEADER + _LENGTH_FIELD + len(nal)
-            j = i + 1
-            while j < len(nals) and size + _LENGTH_FIELD + len(nals[j]) <= max_payload_size:
-                size += _LENGTH_FIELD + len(nals[j])
-                j += 1
-            if j - i >= 2:
-                payloads.append(self._stap_a(nals[i:j]))
-                i = j
-            else:
-                payloads.append(nal)
-                i += 1
-        return payloads
+        return plan_nal_payloads(
+            nals,
+            max_payload_size,
+            aggregation_header_size=_STAP_A_HEADER,
+            aggregate=self._stap_a,
+            fragment=self._fu_a,
+        )
 
     @staticmethod
     def _stap_a(nals: Sequence[bytes]) -> bytes:

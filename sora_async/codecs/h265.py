@@ -33,7 +33,7 @@ from .base import (
     require_payloads,
     split_evenly,
 )
-from .bitstream import join_annexb, split_annexb
+from .bitstream import join_annexb, plan_nal_payloads, split_annexb
 from .pyav import BitrateUpdate, EncoderSettings, EncoderSetup, register_configurator
 
 CODEC = "H265"
@@ -97,26 +97,13 @@ class H265Packetizer(Packetizer):
         for nal in nals:
             if len(nal) < _HEADER + 1 or nal[0] & 0x80:
                 raise ValueError("H265: malformed NAL unit in the frame")
-        payloads: list[bytes] = []
-        i = 0
-        while i < len(nals):
-            nal = nals[i]
-            if len(nal) > max_payload_size:
-                payloads.extend(self._fu(nal, max_payload_size))
-                i += 1
-                continue
-            size = _HEADER + _LENGTH_FIELD + len(nal)
-            j = i + 1
-            while j < len(nals) and size + _LENGTH_FIELD + len(nals[j]) <= max_payload_size:
-                size += _LENGTH_FIELD + len(nals[j])
-                j += 1
-            if j - i >= 2:
-                payloads.append(self._ap(nals[i:j]))
-                i = j
-            else:
-                payloads.append(nal)
-                i += 1
-        return payloads
+        return plan_nal_payloads(
+            nals,
+            max_payload_size,
+            aggregation_header_size=_HEADER,
+            aggregate=self._ap,
+            fragment=self._fu,
+        )
 
     @staticmethod
     def _ap(nals: Sequence[bytes]) -> bytes:

@@ -25,7 +25,8 @@ from aiortc.rtp import (
     RtcpSrPacket,
 )
 
-from .rtp import RtpHeader, is_keyframe_start, payload, rewrite_rtp, seq_newer
+from ..codecs.registry import create_depacketizer
+from .rtp import RtpHeader, payload, rewrite_rtp, seq_newer
 from .sdp import CodecSpec
 
 logger = logging.getLogger("sora_async.devserver")
@@ -134,6 +135,11 @@ class Ingress:
             rid: IngressLayer(rid, codec, kind) for rid in (rids or [""])
         }
         self.egresses: set[Egress] = set()
+        # key frames are told from the payload descriptor (VP8/VP9/AV1) or NAL
+        # types (H.264/H.265); the codec layer owns those formats
+        self._is_keyframe_start = (
+            create_depacketizer(codec.name).is_keyframe_start if kind == "video" else None
+        )
         self._send_rtcp = send_rtcp
         self._rtcp_ssrc = rtcp_ssrc
         self.closed = False
@@ -167,8 +173,9 @@ class Ingress:
         self, layer: IngressLayer, data: bytes, header: RtpHeader, arrival_ms: int
     ) -> None:
         layer.observe(header, len(data), arrival_ms)
-        body = payload(data, header)
-        keyframe = self.kind == "video" and is_keyframe_start(self.codec.name, body)
+        keyframe = self._is_keyframe_start is not None and self._is_keyframe_start(
+            payload(data, header)
+        )
         if keyframe:
             layer.keyframes += 1
         for egress in list(self.egresses):

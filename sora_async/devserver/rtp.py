@@ -1,9 +1,9 @@
 """RTP/RTCP byte-level helpers for forwarding without decoding.
 
-The forwarder never depacketizes: it reads the fixed header, the RFC 8285
-header extensions it needs (MID, RID, repaired RID) and the first bytes of
-the payload to tell key frames, then rewrites SSRC, payload type, sequence
-number and timestamp in place.
+The forwarder never depacketizes: it reads the fixed header and the RFC 8285
+header extensions it needs (MID, RID, repaired RID), asks the codec layer
+whether a payload starts a key frame, then rewrites SSRC, payload type,
+sequence number and timestamp.
 """
 
 from __future__ import annotations
@@ -133,114 +133,6 @@ def rewrite_rtp(
 def payload(data: bytes, header: RtpHeader) -> bytes:
     """The payload of a parsed packet, without padding."""
     return data[header.payload_offset : len(data) - header.padding]
-
-
-# --- key-frame detection -----------------------------------------------------
-
-
-def is_keyframe_start(codec: str, data: bytes) -> bool:
-    """Whether an RTP payload starts a key frame that a decoder can start from.
-
-    Per codec: VP8 (RFC 7741 §4.3), VP9 (RFC 9628 §4.2), AV1 (AOM RTP spec
-    §4.4, N bit), H.264 (RFC 6184: IDR/SPS NAL units), H.265 (RFC 7798: IRAP
-    or parameter-set NAL units).
-    """
-    if not data:
-        return False
-    try:
-        if codec == "VP8":
-            return _vp8_keyframe_start(data)
-        if codec == "VP9":
-            return _vp9_keyframe_start(data)
-        if codec == "AV1":
-            # N=1: first packet of a coded video sequence (a key frame with a
-            # sequence header); Z=0: does not continue a previous OBU.
-            return bool(data[0] & 0x08) and not data[0] & 0x80
-        if codec == "H264":
-            return _h264_keyframe_start(data)
-        if codec == "H265":
-            return _h265_keyframe_start(data)
-    except IndexError:
-        return False
-    return False
-
-
-def _vp8_keyframe_start(data: bytes) -> bool:
-    first = data[0]
-    start_of_partition = bool(first & 0x10)
-    partition_id = first & 0x07
-    if not start_of_partition or partition_id != 0:
-        return False
-    pos = 1
-    if first & 0x80:  # X: extended control bits
-        ext = data[pos]
-        pos += 1
-        if ext & 0x80:  # I: PictureID
-            pos += 2 if data[pos] & 0x80 else 1
-        if ext & 0x40:  # L: TL0PICIDX
-            pos += 1
-        if ext & 0x30:  # T or K: TID/KEYIDX byte
-            pos += 1
-    # VP8 payload header: P bit (inverse key frame flag) is bit 0 (RFC 7741 §4.3)
-    return not data[pos] & 0x01
-
-
-def _vp9_keyframe_start(data: bytes) -> bool:
-    first = data[0]
-    begins_frame = bool(first & 0x08)  # B
-    inter_predicted = bool(first & 0x40)  # P
-    if not begins_frame or inter_predicted:
-        return False
-    if first & 0x20:  # L: layer indices present; only spatial layer 0 starts a picture
-        pos = 1
-        if first & 0x80:  # I: PictureID
-            pos += 2 if data[pos] & 0x80 else 1
-        spatial_id = (data[pos] >> 1) & 0x07
-        return spatial_id == 0
-    return True
-
-
-H264_KEY_NAL_TYPES = frozenset({5, 7})  # IDR slice, SPS
-
-
-def _h264_keyframe_start(data: bytes) -> bool:
-    nal_type = data[0] & 0x1F
-    if nal_type in H264_KEY_NAL_TYPES:
-        return True
-    if nal_type == 24:  # STAP-A: 16-bit size then NAL unit, repeated
-        pos = 1
-        while pos + 2 < len(data):
-            size = struct.unpack_from("!H", data, pos)[0]
-            if data[pos + 2] & 0x1F in H264_KEY_NAL_TYPES:
-                return True
-            pos += 2 + size
-        return False
-    if nal_type == 28:  # FU-A: start bit and original type in the FU header
-        return bool(data[1] & 0x80) and (data[1] & 0x1F) in H264_KEY_NAL_TYPES
-    return False
-
-
-def _h265_is_key_type(nal_type: int) -> bool:
-    # IRAP pictures (BLA/IDR/CRA, 16..21) and VPS/SPS/PPS (32..34)
-    return 16 <= nal_type <= 21 or 32 <= nal_type <= 34
-
-
-def _h265_keyframe_start(data: bytes) -> bool:
-    nal_type = (data[0] >> 1) & 0x3F
-    if _h265_is_key_type(nal_type):
-        return True
-    if nal_type == 48:  # aggregation packet: 2-byte header, then 16-bit size + NAL
-        pos = 2
-        while pos + 2 < len(data):
-            size = struct.unpack_from("!H", data, pos)[0]
-            if _h265_is_key_type((data[pos + 2] >> 1) & 0x3F):
-                return True
-            pos += 2 + size
-        return False
-    if nal_type == 49:  # fragmentation unit: FU header after the 2-byte payload header
-        fu_header = data[2]
-        return bool(fu_header & 0x80) and _h265_is_key_type(fu_header & 0x3F)
-    return False
 
 
 # --- sequence arithmetic -----------------------------------------------------
