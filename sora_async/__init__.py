@@ -31,3 +31,22 @@ __all__ = [
     "TrackState",
     "__version__",
 ]
+
+# Media I/O (issue 4): numpy in and out.
+from .audio_sink import AudioSink, AudioStreamSink
+from .audio_source import AudioSource
+from .frames import AudioFrame, VideoFrame
+from .vad import VAD
+from .video_sink import VideoSink
+from .video_source import VideoSource
+
+__all__ += [
+    "VAD",
+    "AudioFrame",
+    "AudioSink",
+    "AudioSource",
+    "AudioStreamSink",
+    "VideoFrame",
+    "VideoSink",
+    "VideoSource",
+]

@@ -1,0 +1,239 @@
+"""Decoded frames as the sinks deliver them: :class:`VideoFrame` and :class:`AudioFrame`.
+
+They mirror the official ``SoraVideoFrame`` and ``SoraAudioFrame``
+(sora-sdk-reference.md §1.4, "Sinks and frames"):
+
+- ``VideoFrame.data()`` is BGR ``(height, width, 3)`` uint8. Unlike the official
+  frame (converted once in its constructor), the conversion is lazy: it runs
+  on the first call, in the calling thread, and is cached, so frames a
+  consumer never looks at cost nothing. ``VideoSink(track, format="bgr24")``
+  does it ahead of time in a worker thread instead.
+- ``AudioFrame`` is 10 ms of int16 audio and pickles (to hand it to a process
+  pool, as the official header suggests).
+
+Example::
+
+    async for frame in VideoSink(track):
+        bgr = frame.data()              # (480, 640, 3) uint8
+        y, u, v = frame.planes()        # I420
+"""
+
+from __future__ import annotations
+
+import fractions
+import threading
+from typing import Any
+
+import av
+import numpy as np
+
+_VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
+
+
+class VideoFrame:
+    """One decoded video frame.
+
+    Args:
+        frame: the decoded ``av.VideoFrame`` (any pixel format; decoders give yuv420p).
+
+    Attributes ``width``/``height`` are in pixels; ``timestamp`` is the frame's
+    presentation time in seconds on the stream's clock (RTP timestamp based,
+    starting near 0), or None when the frame has none. ``frame`` is the
+    underlying ``av.VideoFrame``.
+    """
+
+    __slots__ = ("_cache", "_lock", "frame")
+
+    def __init__(self, frame: av.VideoFrame) -> None:
+        if not isinstance(frame, av.VideoFrame):
+            raise TypeError(f"VideoFrame wraps an av.VideoFrame, not {type(frame).__name__}")
+        self.frame = frame
+        self._cache: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_ndarray(cls, bgr: np.ndarray, timestamp: float | None = None) -> VideoFrame:
+        """A frame from a BGR (H, W, 3) uint8 array (tests, loopback)."""
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")
+        frame = frame.reformat(format="yuv420p")
+        if timestamp is not None:
+            frame.pts = round(timestamp * 90000)
+            frame.time_base = _VIDEO_TIME_BASE
+        return cls(frame)
+
+    @property
+    def width(self) -> int:
+        return int(self.frame.width)
+
+    @property
+    def height(self) -> int:
+        return int(self.frame.height)
+
+    @property
+    def timestamp(self) -> float | None:
+        """Presentation time in seconds (``pts * time_base``), or None."""
+        if self.frame.pts is None or self.frame.time_base is None:
+            return None
+        return float(self.frame.pts * self.frame.time_base)
+
+    def data(self) -> np.ndarray:
+        """BGR (height, width, 3) uint8, converted on first call and cached.
+
+        The array is the frame's own (no copy per call): modifying it modifies
+        what later calls return.
+        """
+        return self.to_ndarray("bgr24")
+
+    def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """I420 planes ``(Y (H, W), U (ceil(H/2), ceil(W/2)), V (same))``, uint8, cached."""
+        with self._lock:
+            cached = self._cache.get("planes")
+            if cached is None:
+                frame = self.frame
+                if frame.format.name != "yuv420p":
+                    frame = frame.reformat(format="yuv420p")
+                cached = tuple(
+                    np.frombuffer(memoryview(plane), np.uint8)
+                    .reshape(plane.height, plane.line_size)[:, : plane.width]
+                    .copy()
+                    for plane in frame.planes
+                )
+                self._cache["planes"] = cached
+        return cached  # type: ignore[return-value]
+
+    def to_ndarray(self, format: str = "bgr24") -> np.ndarray:
+        """The frame as an ndarray in any PyAV/FFmpeg pixel ``format`` ("bgr24",
+        "rgb24", "gray", "yuv420p", ...), converted with libswscale once and cached."""
+        with self._lock:
+            cached = self._cache.get(format)
+            if cached is None:
+                cached = self.frame.to_ndarray(format=format)
+                self._cache[format] = cached
+        return cached  # type: ignore[no-any-return]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        y, u, v = self.planes()
+        return (_video_frame_from_planes, (y, u, v, self.frame.pts, self.timestamp))
+
+    def __repr__(self) -> str:
+        return f"VideoFrame({self.width}x{self.height}, timestamp={self.timestamp})"
+
+
+def _video_frame_from_planes(
+    y: np.ndarray, u: np.ndarray, v: np.ndarray, pts: int | None, timestamp: float | None
+) -> VideoFrame:
+    height, width = y.shape
+    frame = av.VideoFrame(width=width, height=height, format="yuv420p")
+    for plane, values in zip(frame.planes, (y, u, v), strict=True):
+        rows = np.zeros((plane.height, plane.line_size), np.uint8)
+        rows[:, : plane.width] = values
+        plane.update(rows.tobytes())
+    if timestamp is not None:
+        frame.pts = round(timestamp * 90000) if pts is None else pts
+        frame.time_base = _VIDEO_TIME_BASE
+    return VideoFrame(frame)
+
+
+class AudioFrame:
+    """10 ms of int16 audio, as the official ``SoraAudioFrame``.
+
+    Args:
+        data: int16 (samples_per_channel, num_channels) (copied, read-only after).
+        sample_rate_hz: samples per second per channel.
+        absolute_capture_timestamp_ms: the sender's capture time (epoch ms)
+            when the stream carries one, else None.
+
+    Picklable (``pickle.dumps(frame)``) so that frames can go to another process.
+
+    Example::
+
+        frame = AudioFrame(np.zeros((160, 1), np.int16), 16000)
+        frame.samples_per_channel, frame.num_channels   # (160, 1)
+    """
+
+    __slots__ = ("_absolute_capture_timestamp_ms", "_data", "_sample_rate_hz")
+
+    def __init__(
+        self,
+        data: np.ndarray,
+        sample_rate_hz: int,
+        absolute_capture_timestamp_ms: int | None = None,
+    ) -> None:
+        if not isinstance(data, np.ndarray) or data.dtype != np.int16:
+            raise TypeError("AudioFrame data must be an int16 numpy.ndarray")
+        if data.ndim != 2:
+            raise ValueError(f"AudioFrame data must be (samples, channels), got {data.shape}")
+        if int(sample_rate_hz) <= 0:
+            raise ValueError("sample_rate_hz must be positive")
+        array = np.array(data, dtype=np.int16, order="C", copy=True)
+        array.flags.writeable = False
+        self._data = array
+        self._sample_rate_hz = int(sample_rate_hz)
+        self._absolute_capture_timestamp_ms = (
+            None if absolute_capture_timestamp_ms is None else int(absolute_capture_timestamp_ms)
+        )
+
+    @classmethod
+    def _wrap(cls, data: np.ndarray, sample_rate_hz: int, ts: int | None) -> AudioFrame:
+        """No-copy constructor for data the caller owns exclusively."""
+        frame = cls.__new__(cls)
+        data.flags.writeable = False
+        frame._data = data
+        frame._sample_rate_hz = sample_rate_hz
+        frame._absolute_capture_timestamp_ms = ts
+        return frame
+
+    def data(self) -> np.ndarray:
+        """int16 (samples_per_channel, num_channels), read-only (copy it to modify)."""
+        return self._data
+
+    @property
+    def samples_per_channel(self) -> int:
+        return int(self._data.shape[0])
+
+    @property
+    def num_channels(self) -> int:
+        return int(self._data.shape[1])
+
+    @property
+    def sample_rate_hz(self) -> int:
+        return self._sample_rate_hz
+
+    @property
+    def absolute_capture_timestamp_ms(self) -> int | None:
+        return self._absolute_capture_timestamp_ms
+
+    def __getstate__(self) -> tuple[bytes, int, int, int, int | None]:
+        return (
+            self._data.tobytes(),
+            self.samples_per_channel,
+            self.num_channels,
+            self._sample_rate_hz,
+            self._absolute_capture_timestamp_ms,
+        )
+
+    def __setstate__(self, state: tuple[bytes, int, int, int, int | None]) -> None:
+        raw, samples, channels, rate, ts = state
+        data = np.frombuffer(raw, np.int16).reshape(samples, channels).copy()
+        data.flags.writeable = False
+        self._data = data
+        self._sample_rate_hz = rate
+        self._absolute_capture_timestamp_ms = ts
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AudioFrame):
+            return NotImplemented
+        return (
+            self._sample_rate_hz == other._sample_rate_hz
+            and self._absolute_capture_timestamp_ms == other._absolute_capture_timestamp_ms
+            and np.array_equal(self._data, other._data)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"AudioFrame(samples_per_channel={self.samples_per_channel}, "
+            f"num_channels={self.num_channels}, sample_rate_hz={self._sample_rate_hz}, "
+            f"absolute_capture_timestamp_ms={self._absolute_capture_timestamp_ms})"
+        )
