@@ -1,179 +1,157 @@
-"""Where sora_async works around aiortc 1.16; the only module touching its internals.
+"""Every access to aiortc's and aioice's private members, in one place.
 
-aiortc (pinned ``>=1.16,<1.17`` in ``pyproject.toml`` because of this module)
-falls short of what Sora's offers need in four places (``aiortc-notes.md`` A.8):
+``sora_async.rtc`` builds its own media engine on aiortc's transports (ICE,
+DTLS/SRTP, SCTP) instead of ``RTCPeerConnection`` (``aiortc-notes.md`` A.0,
+A.8). The transports' public API is almost enough; the gaps are covered
+here, and nowhere else, so that an aiortc upgrade has one module to check.
+aiortc is pinned ``>=1.16,<1.17`` in ``pyproject.toml`` because of this module,
+and ``tests/test_rtc_seam.py`` fails loudly if any member used here moves.
 
-1. **No common codec.** ``setRemoteDescription`` raises ``OperationError`` and
-   the whole negotiation fails when one audio/video m-section has no codec
-   aiortc supports (VP9/AV1/H265 from a Sora channel). Browsers reject just
-   that m-section. :func:`prepare_offer` hands aiortc a copy of the offer in
-   which such sections carry a placeholder codec and are ``inactive``;
-   :func:`finalize_answer` then answers them with port 0, as JSEP rejects.
-2. **Retired m-sections.** Sora retires a stream by re-offering its m-section
-   with port 0 (and may reuse the mid later); aiortc never looks at the port.
-   The same rewrite makes those sections ``inactive`` and the answer rejects them.
-3. **Reused mids.** aiortc binds a mid to one transceiver whose receiver is
-   started once, with the first SSRC, and fires ``track`` once. When Sora
-   puts a new stream on a mid it used before, :func:`recycle_receivers`
-   swaps in a fresh ``RTCRtpReceiver`` (private attribute) before
-   ``setRemoteDescription`` so that aiortc creates a new track, fires
-   ``track`` and registers the new SSRC; the old track ends.
-4. **Stats.** Transport and candidate-pair figures live on private members
-   (``RTCDtlsTransport._get_stats``, aioice's nominated pair).
+What is reached, and why:
 
-SDP rewriting is done on the text, one m-section at a time, so that
-everything aiortc does not parse is kept as Sora sent it.
+- :class:`RawDtlsTransport`: ``RTCDtlsTransport._handle_rtp_data`` /
+  ``_handle_rtcp_data`` are overridden so that decrypted RTP/RTCP goes to our
+  router unparsed (aiortc's ``RtpRouter`` routes by SSRC/PT only and cannot
+  take simulcast, mid reuse or several SSRCs per receiver), and
+  ``_send_rtp`` protects and sends packets we built. ``_set_role`` sets the
+  DTLS role from ``a=setup`` as ``RTCPeerConnection`` does; the private
+  packet/byte counters feed the ``transport`` stats.
+- :func:`set_ice_controlling`: ``RTCIceTransport._connection`` (aioice) holds
+  the ICE role; the offerer is controlling, the answerer controlled unless
+  the offerer is ICE-lite (RFC 8445 §6.1.1).
+- :func:`gather_on_addresses`: aioice never offers 127.0.0.1, so a server or
+  a test bound to loopback gathers with ``Connection.get_component_candidates``
+  on chosen addresses, then marks the gatherer completed.
+- :func:`nominated_pair`: aioice's nominated pair for the ``candidate-pair``,
+  ``local-candidate`` and ``remote-candidate`` stats.
+- :func:`watch_ice_activity`: wraps each aioice socket protocol's
+  ``datagram_received`` to see every datagram first (STUN consent checks
+  included, which never reach DTLS): the engine's liveness signal, so a dead
+  path is noticed in seconds instead of aioice's ~30 s consent failure
+  (``aiortc-notes.md`` A.8), and a place to drop datagrams to simulate loss
+  (before SRTP: a retransmission of a packet SRTP already accepted would be
+  refused as a replay).
+
+Server-created DataChannels need nothing private: ``RTCSctpTransport`` emits
+``"datachannel"`` for DCEP opens.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpTransceiver, sdp
-from aiortc.codecs import CODECS
+import aiortc
 from aiortc.rtcdtlstransport import RTCDtlsTransport
-from aiortc.rtcicetransport import RTCIceTransport
-from aiortc.rtcpeerconnection import find_common_codecs
-from aiortc.rtcrtpreceiver import RemoteStreamTrack
+from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
 
-logger = logging.getLogger("sora_async.aiortc")
+logger = logging.getLogger("sora_async.rtc")
 
-# Attributes describing what a media section sends: dropped when aiortc must
-# see the section as inactive.
-_STREAM_ATTRIBUTES = ("a=ssrc:", "a=ssrc-group:", "a=msid:", "a=rid:", "a=simulcast:")
-_CODEC_ATTRIBUTES = ("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:")
-_DIRECTIONS = ("a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive")
-# Transport attributes aiortc requires in every section it applies.
-_TRANSPORT_ATTRIBUTES = ("a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:", "a=setup:")
-_PLACEHOLDER_CODEC = {"audio": "opus/48000/2", "video": "VP8/90000"}
+#: The aiortc minor version this module was written and tested against.
+PINNED_AIORTC = (1, 16)
+
+RtpHandler = Callable[[bytes, int], Awaitable[None]]
+RtcpHandler = Callable[[bytes], Awaitable[None]]
 
 
-@dataclass(frozen=True)
-class MediaSection:
-    """What :func:`media_sections` reads from one m-section of an SDP."""
-
-    kind: str
-    port: int
-    mid: str | None
-    #: ``a=msid`` (or the first ``a=ssrc:<n> msid:``) value: "<stream id> <track id>".
-    msid: str | None
-    ssrcs: tuple[str, ...]
-
-    @property
-    def retired(self) -> bool:
-        """Port 0: Sora retired this stream (RFC 3264 §8.2)."""
-        return self.port == 0
-
-    @property
-    def stream_id(self) -> str | None:
-        """The stream id of ``a=msid``; for Sora the sending connection's id (§3.3)."""
-        return self.msid.split()[0] if self.msid else None
+def aiortc_version() -> tuple[int, int]:
+    """``(major, minor)`` of the installed aiortc."""
+    major, minor, *_ = (int(part) for part in aiortc.__version__.split(".")[:2])
+    return major, minor
 
 
-@dataclass(frozen=True)
-class PreparedOffer:
-    """An offer rewritten for aiortc, and the mids its answer must reject."""
-
-    sdp: str
-    rejected_mids: frozenset[str]
-
-
-def media_sections(text: str) -> list[MediaSection]:
-    """The m-sections of an SDP, in order."""
-    _, sections = _split(text)
-    return [_describe(section) for section in sections]
+if aiortc_version() != PINNED_AIORTC:  # pragma: no cover - guarded by the pin
+    logger.warning(
+        "aiortc %s is installed; sora_async's seam was written for %d.%d",
+        aiortc.__version__,
+        *PINNED_AIORTC,
+    )
 
 
-def prepare_offer(text: str) -> PreparedOffer:
-    """Rewrite a Sora offer so that aiortc can apply it (see the module docstring)."""
-    session, sections = _split(text)
-    unsupported = _sections_without_common_codec(text)
-    template = _transport_template(session, sections)
-    rejected: set[str] = set()
-    rewritten: list[list[str]] = []
-    for index, section in enumerate(sections):
-        info = _describe(section)
-        if info.kind in ("audio", "video") and (info.retired or index in unsupported):
-            if info.mid is not None:
-                rejected.add(info.mid)
-            section = _inactive(section, info, placeholder=index in unsupported)
-        rewritten.append(_with_transport(section, template))
-    if rejected:
-        logger.debug("rejecting m-sections %s", sorted(rejected))
-    return PreparedOffer(_join(session, rewritten), frozenset(rejected))
+class RawDtlsTransport(RTCDtlsTransport):
+    """A DTLS transport that hands decrypted RTP/RTCP to callbacks, unparsed.
 
-
-def finalize_answer(text: str, rejected_mids: Iterable[str]) -> str:
-    """Reject ``rejected_mids`` in aiortc's answer: port 0, inactive, out of BUNDLE."""
-    rejected = set(rejected_mids)
-    if not rejected:
-        return text
-    session, sections = _split(text)
-    out: list[list[str]] = []
-    for section in sections:
-        info = _describe(section)
-        if info.mid in rejected:
-            fields = section[0].split()
-            fields[1] = "0"
-            section = [" ".join(fields)] + [
-                "a=inactive" if line in _DIRECTIONS else line for line in section[1:]
-            ]
-        out.append(section)
-    session = [_without_mids(line, rejected) for line in session]
-    session = [line for line in session if line.strip() != "a=group:BUNDLE"]
-    return _join(session, out)
-
-
-async def recycle_receivers(
-    pc: RTCPeerConnection, previous_offer: str | None, offer: str
-) -> list[RemoteStreamTrack]:
-    """Before applying ``offer``: give reused mids a fresh receiver, end retired streams.
-
-    Returns the remote tracks that ended (their streams left the channel).
+    ``rtp_handler(data, arrival_ms)`` and ``rtcp_handler(data)`` are awaited
+    inline by aiortc's receive loop: they must be quick (parse, route, queue).
     """
-    if previous_offer is None:
-        return []
-    before = {s.mid: s for s in media_sections(previous_offer) if s.mid is not None}
-    after = {s.mid: s for s in media_sections(offer) if s.mid is not None}
-    ended: list[RemoteStreamTrack] = []
-    for transceiver in pc.getTransceivers():
-        if transceiver.mid is None:
-            continue
-        was = before.get(transceiver.mid)
-        now = after.get(transceiver.mid)
-        if was is None or now is None or was.kind not in ("audio", "video"):
-            continue
-        if now.retired and not was.retired:
-            ended.extend(await _stop_receiver(transceiver.receiver))
-        elif not now.retired and (was.retired or (was.msid, was.ssrcs) != (now.msid, now.ssrcs)):
-            # A new stream on a known mid: aiortc would keep the old receiver.
-            ended.extend(await _replace_receiver(transceiver))
-    return ended
+
+    rtp_handler: RtpHandler | None = None
+    rtcp_handler: RtcpHandler | None = None
+
+    async def _handle_rtp_data(self, data: bytes, arrival_time_ms: int) -> None:
+        if self.rtp_handler is not None:
+            await self.rtp_handler(data, arrival_time_ms)
+
+    async def _handle_rtcp_data(self, data: bytes) -> None:
+        if self.rtcp_handler is not None:
+            await self.rtcp_handler(data)
+
+    async def send_rtp(self, data: bytes) -> bool:
+        """SRTP-protect and send one RTP or RTCP packet; False if not connected."""
+        try:
+            await self._send_rtp(data)
+        except ConnectionError:
+            return False
+        return True
+
+    def set_role(self, role: str) -> None:
+        """``"client"`` or ``"server"``: who starts the handshake (``a=setup``, RFC 8842)."""
+        if role not in ("client", "server"):
+            raise ValueError(f"DTLS role must be 'client' or 'server', not {role!r}")
+        self._set_role(role)
+
+    @property
+    def role(self) -> str:
+        """``"client"``, ``"server"`` or ``"auto"`` (not set yet)."""
+        return str(self._role)
+
+    @property
+    def counters(self) -> Mapping[str, int]:
+        """Datagrams and bytes through this transport (DTLS, SRTP and SRTCP alike)."""
+        return {
+            "packetsSent": int(self._RTCDtlsTransport__tx_packets),  # type: ignore[attr-defined]
+            "packetsReceived": int(self._RTCDtlsTransport__rx_packets),  # type: ignore[attr-defined]
+            "bytesSent": int(self._RTCDtlsTransport__tx_bytes),  # type: ignore[attr-defined]
+            "bytesReceived": int(self._RTCDtlsTransport__rx_bytes),  # type: ignore[attr-defined]
+        }
 
 
-def transports(pc: RTCPeerConnection) -> list[RTCDtlsTransport]:
-    """The DTLS transports of ``pc`` (one with BUNDLE), media and SCTP alike."""
-    found: dict[int, RTCDtlsTransport] = {}
-    for transceiver in pc.getTransceivers():
-        found.setdefault(id(transceiver.receiver.transport), transceiver.receiver.transport)
-    if pc.sctp is not None:
-        found.setdefault(id(pc.sctp.transport), pc.sctp.transport)
-    return list(found.values())
+def set_ice_controlling(ice: RTCIceTransport, controlling: bool) -> None:
+    """Fix the ICE role before ``start`` (``RTCPeerConnection`` does the same)."""
+    ice._connection.ice_controlling = controlling
+    ice._role_set = True
 
 
-def transport_stats(transport: RTCDtlsTransport) -> dict[str, Any]:
-    """aiortc's own ``transport`` stats entry (packet and byte counters)."""
-    for stats in transport._get_stats().values():
-        return dict(vars(stats))
-    return {}
+async def gather_on_addresses(gatherer: RTCIceGatherer, addresses: Sequence[str]) -> None:
+    """Gather host candidates on ``addresses`` only (plus STUN/TURN if configured)."""
+    connection = gatherer._connection
+    candidates = await connection.get_component_candidates(component=1, addresses=list(addresses))
+    connection._local_candidates += candidates
+    connection._local_candidates_end = True
+    # keep the gatherer's own bookkeeping consistent with gather()
+    gatherer._RTCIceGatherer__setState("completed")  # type: ignore[attr-defined]
 
 
-def transport_stats_id(transport: RTCDtlsTransport) -> str:
-    """The id aiortc gives the transport in its RTP stats (``transportId``)."""
-    return str(transport._stats_id)
+def watch_ice_activity(ice: RTCIceTransport, on_datagram: Callable[[bytes], bool]) -> None:
+    """Call ``on_datagram(data)`` for every datagram the gathered sockets receive;
+    the datagram is dropped when it returns False.
+
+    Call after gathering (the sockets exist then). aioice's protocols are
+    asyncio datagram protocols, whose ``datagram_received`` the event loop
+    looks up on the instance; TURN-relayed data goes through the same method.
+    """
+    for protocol in ice._connection._protocols:
+        original = protocol.datagram_received
+
+        def datagram_received(
+            data: bytes | str, addr: tuple[Any, ...], _original: Any = original
+        ) -> None:
+            if on_datagram(bytes(data) if isinstance(data, bytes | bytearray) else b""):
+                _original(data, addr)
+
+        protocol.datagram_received = datagram_received  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True)
@@ -198,143 +176,6 @@ def nominated_pair(ice: RTCIceTransport) -> CandidatePair | None:
         state=pair.state.name.lower(),
         nominated=True,
     )
-
-
-# -- internals -----------------------------------------------------------------
-
-
-def _split(text: str) -> tuple[list[str], list[list[str]]]:
-    session: list[str] = []
-    sections: list[list[str]] = []
-    for line in text.splitlines():
-        if not line:
-            continue
-        if line.startswith("m="):
-            sections.append([line])
-        elif sections:
-            sections[-1].append(line)
-        else:
-            session.append(line)
-    return session, sections
-
-
-def _join(session: list[str], sections: list[list[str]]) -> str:
-    lines = session + [line for section in sections for line in section]
-    return "\r\n".join(lines) + "\r\n"
-
-
-def _describe(section: list[str]) -> MediaSection:
-    fields = section[0][2:].split()
-    mid = msid = None
-    ssrcs: list[str] = []
-    ssrc_msid = None
-    for line in section[1:]:
-        if line.startswith("a=mid:"):
-            mid = line[6:].strip()
-        elif line.startswith("a=msid:"):
-            msid = line[7:].strip()
-        elif line.startswith("a=ssrc:"):
-            ssrc, _, attribute = line[7:].partition(" ")
-            if ssrc not in ssrcs:
-                ssrcs.append(ssrc)
-            if attribute.startswith("msid:") and ssrc_msid is None:
-                ssrc_msid = attribute[5:].strip()
-    try:
-        port = int(fields[1])
-    except (IndexError, ValueError):
-        port = 0
-    return MediaSection(
-        kind=fields[0] if fields else "",
-        port=port,
-        mid=mid,
-        msid=msid or ssrc_msid,
-        ssrcs=tuple(ssrcs),
-    )
-
-
-def _sections_without_common_codec(text: str) -> set[int]:
-    try:
-        description = sdp.SessionDescription.parse(text)
-    except Exception:  # aiortc's parser; let setRemoteDescription report it
-        return set()
-    return {
-        index
-        for index, media in enumerate(description.media)
-        if media.kind in CODECS and not find_common_codecs(CODECS[media.kind], media.rtp.codecs)
-    }
-
-
-def _inactive(section: list[str], info: MediaSection, *, placeholder: bool) -> list[str]:
-    keep = [
-        line
-        for line in section[1:]
-        if not line.startswith(_STREAM_ATTRIBUTES)
-        and line not in _DIRECTIONS
-        and not (placeholder and line.startswith(_CODEC_ATTRIBUTES))
-    ]
-    head = section[0]
-    if placeholder:
-        fields = head.split()
-        payload_type = next((f for f in fields[3:] if f.isdigit()), "96")
-        head = " ".join([*fields[:3], payload_type])
-        keep.append(f"a=rtpmap:{payload_type} {_PLACEHOLDER_CODEC[info.kind]}")
-    if "a=rtcp-mux" not in keep:
-        keep.append("a=rtcp-mux")  # aiortc refuses a media section without it
-    keep.append("a=inactive")
-    return [head, *keep]
-
-
-def _transport_template(session: list[str], sections: list[list[str]]) -> dict[str, str]:
-    # The first value of each transport attribute, from the session or any section.
-    template: dict[str, str] = {}
-    for line in [*session, *(line for section in sections for line in section)]:
-        for prefix in _TRANSPORT_ATTRIBUTES:
-            if line.startswith(prefix):
-                template.setdefault(prefix, line)
-    return template
-
-
-def _with_transport(section: list[str], template: dict[str, str]) -> list[str]:
-    # Sora may leave ICE/DTLS attributes out of retired sections; aiortc needs them.
-    missing = [
-        line
-        for prefix, line in template.items()
-        if not any(existing.startswith(prefix) for existing in section)
-    ]
-    return section + missing if missing else section
-
-
-def _without_mids(line: str, mids: set[str]) -> str:
-    if not line.startswith("a=group:BUNDLE"):
-        return line
-    kept = [mid for mid in line.split()[1:] if mid not in mids]
-    return " ".join(["a=group:BUNDLE", *kept])
-
-
-async def _stop_receiver(receiver: RTCRtpReceiver) -> list[RemoteStreamTrack]:
-    track = receiver.track
-    await receiver.stop()
-    return [track] if isinstance(track, RemoteStreamTrack) and _end(track) else []
-
-
-async def _replace_receiver(transceiver: RTCRtpTransceiver) -> list[RemoteStreamTrack]:
-    old = transceiver.receiver
-    fresh = RTCRtpReceiver(transceiver.kind, old.transport)
-    fresh._set_rtcp_ssrc(transceiver.sender._ssrc)
-    # RTCRtpTransceiver keeps its receiver in a name-mangled attribute.
-    transceiver._RTCRtpTransceiver__receiver = fresh  # type: ignore[attr-defined]
-    track = old.track
-    await old.stop()
-    return [track] if isinstance(track, RemoteStreamTrack) and _end(track) else []
-
-
-def _end(track: RemoteStreamTrack) -> bool:
-    if track.readyState != "live":
-        return False
-    # Wake a consumer blocked in recv(); it then sees the track ended.
-    track._queue.put_nowait(None)
-    track.stop()
-    return True
 
 
 def _candidate(candidate: Any) -> dict[str, Any]:

@@ -2,44 +2,34 @@
 
 All protocol decisions live in :class:`~sora_async.signaling.SignalingProtocol`;
 this module only moves data. It opens WebSockets with ``websockets``, runs the
-media session with aiortc's ``RTCPeerConnection`` (``bundlePolicy=MAX_BUNDLE``;
-DataChannels are created by Sora and arrive through ``datachannel``), fires
-timers with ``loop.call_later``, and reports every outcome back to the machine
-as an input. Events reach the user through a pyee emitter whose handlers may
-be coroutines and whose exceptions are logged, never raised.
+media session with our engine :class:`~sora_async.rtc.RtcPeer` (one BUNDLE
+transport; DataChannels are created by Sora and arrive through
+``datachannel``), fires timers with ``loop.call_later``, and reports every
+outcome back to the machine as an input. Events reach the user through a
+pyee emitter whose handlers may be coroutines and whose exceptions are
+logged, never raised.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
-import websockets
-from aiortc import (
-    RTCConfiguration,
-    RTCDataChannel,
-    RTCIceServer,
-    RTCPeerConnection,
-    RTCSessionDescription,
-)
-from aiortc.mediastreams import MediaStreamTrack
-from aiortc.rtcconfiguration import RTCBundlePolicy, RTCIceTransportPolicy
-from websockets.asyncio.client import ClientConnection
+from aiortc import RTCDataChannel
 
-from . import _aiortc_seam as seam
-from . import stats
 from .emitter import Emitter
-from .enums import DisconnectCode, Role, TrackState
+from .enums import DisconnectCode, Role
 from .errors import SoraConnectionError
 from .options import ConnectionKeywords, ConnectionOptions
+from .rtc import RemoteTrack, RtcOptions, RtcPeer, stats
 from .signaling import actions as act
 from .signaling.machine import SignalingProtocol
 from .signaling.states import SignalingStateError, State
+from .websocket import SignalingWebSocket
 
 logger = logging.getLogger("sora_async")
 
@@ -48,52 +38,6 @@ _T = TypeVar("_T")
 #: Above this many queued bytes, ``send_data_channel`` waits for the channel to drain.
 _DATA_CHANNEL_HIGH_WATER = 1 << 20
 _DATA_CHANNEL_LOW_WATER = 1 << 18
-#: Largest signaling message accepted (re-offers of big channels are long SDPs).
-_MAX_SIGNALING_MESSAGE = 16 << 20
-
-
-class RemoteTrack:
-    """A media track received from another connection of the channel.
-
-    ``stream_id`` is the ``a=msid`` stream id Sora gives it, i.e. the sending
-    connection's ``connection_id``. ``track`` is the underlying aiortc track;
-    :meth:`recv` reads its next frame (``av.AudioFrame``/``av.VideoFrame``).
-    """
-
-    def __init__(self, track: MediaStreamTrack, *, stream_id: str | None, mid: str | None):
-        self.track = track
-        self.stream_id = stream_id
-        self.mid = mid
-
-    @property
-    def kind(self) -> str:
-        """``"audio"`` or ``"video"``."""
-        return str(self.track.kind)
-
-    @property
-    def id(self) -> str:
-        """The track id (``a=msid`` track id when Sora sends one)."""
-        return str(self.track.id)
-
-    @property
-    def state(self) -> TrackState:
-        """LIVE until the stream leaves the channel or the connection ends."""
-        return TrackState.LIVE if self.track.readyState == "live" else TrackState.ENDED
-
-    async def recv(self) -> Any:
-        """The next decoded frame; raises ``aiortc.mediastreams.MediaStreamError`` once ended."""
-        return await self.track.recv()
-
-    async def ended(self) -> None:
-        """Wait until the track ends (its stream left the channel, or the connection ended)."""
-        if self.track.readyState == "ended":
-            return
-        ended = asyncio.Event()
-        self.track.once("ended", ended.set)
-        await ended.wait()
-
-    def __repr__(self) -> str:
-        return f"RemoteTrack(kind={self.kind!r}, id={self.id!r}, stream_id={self.stream_id!r})"
 
 
 class Connection(Emitter):
@@ -149,20 +93,25 @@ class Connection(Emitter):
         super().__init__()
         self._protocol = SignalingProtocol(self.options.signaling_config())
         self._performing = False
-        self._websockets: dict[int, _SignalingWebSocket] = {}
+        self._websockets: dict[int, SignalingWebSocket] = {}
         self._timers: dict[act.Timer, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._pc: RTCPeerConnection | None = None
+        self._peer: RtcPeer | None = None
         #: Set by ClosePeerConnection: no peer connection may be created after it.
         self._pc_closed = False
         self._channels: dict[str, RTCDataChannel] = {}
         self._channel_counters: dict[str, stats.DataChannelCounters] = {}
-        self._remote_offer: str | None = None
-        self._sections: dict[str, seam.MediaSection] = {}
         self._tracks: list[RemoteTrack] = []
         self._streams: set[_MessageStream] = set()
         self._outcome: asyncio.Future[None] | None = None
         self._closed = asyncio.Event()
+
+    def __repr__(self) -> str:
+        # Never the options' secrets (metadata, client_key, proxy_password).
+        return (
+            f"<Connection channel_id={self.options.channel_id!r} role={self.options.role.value}"
+            f" state={self.state.name} connection_id={self.connection_id!r}>"
+        )
 
     # -- public API -------------------------------------------------------------
 
@@ -244,7 +193,7 @@ class Connection(Emitter):
 
     async def get_stats(self) -> list[dict[str, Any]]:
         """W3C-shaped stats (``timestamp`` in ms); ``[]`` before the offer."""
-        return await stats.collect(self._pc, self._channel_counters.values())
+        return await stats.collect(self._peer, self._channel_counters.values())
 
     @property
     def state(self) -> State:
@@ -337,7 +286,9 @@ class Connection(Emitter):
         elif isinstance(action, act.CancelTimer):
             self._cancel_timer(action.timer)
         elif isinstance(action, act.OpenWebSocket):
-            websocket = _SignalingWebSocket(self, action.attempt, action.url)
+            websocket = SignalingWebSocket(
+                action.attempt, action.url, self.options, self._protocol, self._feed, self._spawn
+            )
             self._websockets[action.attempt] = websocket
             self._spawn(websocket.run())
         elif isinstance(action, act.CloseWebSocket):
@@ -400,8 +351,9 @@ class Connection(Emitter):
         if self._pc_closed:
             return  # the session ended before this task ran
         try:
-            self._pc = self._create_peer_connection(offer.get("config"))
-            answer = await self._negotiate(sdp, offer=offer)
+            self._peer = self._create_peer()
+            # Sources go on the m-sections Sora named in offer["mid"] (§5.4 step 3).
+            answer = await self._peer.apply_offer(sdp, offer)
         except Exception as exc:
             logger.warning("failed to apply the offer: %r", exc)
             self._feed(self._protocol.offer_failed, _describe(exc))
@@ -410,71 +362,29 @@ class Connection(Emitter):
 
     async def _apply_reoffer(self, sdp: str) -> None:
         try:
-            answer = await self._negotiate(sdp, offer=None)
+            if self._peer is None:
+                raise RuntimeError("no peer connection")
+            answer = await self._peer.apply_reoffer(sdp)
         except Exception as exc:
             logger.warning("failed to apply a re-offer: %r", exc)
             self._feed(self._protocol.reoffer_failed, _describe(exc))
             return
         self._feed(self._protocol.reoffer_applied, answer)
 
-    async def _negotiate(self, sdp: str, *, offer: Mapping[str, Any] | None) -> str:
-        pc = self._pc
-        if pc is None:
-            raise RuntimeError("no peer connection")
-        prepared = seam.prepare_offer(sdp)
-        await seam.recycle_receivers(pc, self._remote_offer, sdp)
-        self._remote_offer = sdp
-        self._sections = {s.mid: s for s in seam.media_sections(sdp) if s.mid is not None}
-        await pc.setRemoteDescription(RTCSessionDescription(prepared.sdp, "offer"))
-        if offer is not None:
-            # Tracks go on the transceivers Sora named, after SRD (§5.4 step 3).
-            self._attach_sources(pc, offer)
-        await pc.setLocalDescription(await pc.createAnswer())
-        return seam.finalize_answer(pc.localDescription.sdp, prepared.rejected_mids)
+    def _create_peer(self) -> RtcPeer:
+        peer = RtcPeer(RtcOptions.from_connection_options(self.options))
+        peer.on("connectionstatechange", lambda state: self._on_connection_state(peer, state))
+        peer.on("datachannel", self._on_data_channel)
+        peer.on("track", self._on_track)
+        return peer
 
-    def _create_peer_connection(self, config: Any) -> RTCPeerConnection:
-        pc = RTCPeerConnection(_rtc_configuration(config))
-        pc.on("connectionstatechange", lambda: self._on_connection_state(pc))
-        pc.on("datachannel", self._on_data_channel)
-        pc.on("track", self._on_track)
-        return pc
+    def _on_connection_state(self, peer: RtcPeer, state: str) -> None:
+        if peer is self._peer:
+            self._feed(self._protocol.peer_connection_state, state)
 
-    def _attach_sources(self, pc: RTCPeerConnection, offer: Mapping[str, Any]) -> None:
-        mids = offer.get("mid")
-        if not isinstance(mids, Mapping) or not self.options.role.sends:
-            return
-        direction = "sendrecv" if self.options.role is Role.SENDRECV else "sendonly"
-        for kind, track in (
-            ("audio", self.options.audio_track()),
-            ("video", self.options.video_track()),
-        ):
-            mid = mids.get(kind)
-            if track is None or not isinstance(mid, str):
-                continue
-            for transceiver in pc.getTransceivers():
-                if transceiver.mid == mid and transceiver.kind == kind:
-                    transceiver.sender.replaceTrack(track)
-                    transceiver.direction = direction
-                    break
-            else:
-                logger.warning("offer names %s mid %r but has no such m-section", kind, mid)
-
-    def _on_connection_state(self, pc: RTCPeerConnection) -> None:
-        if pc is self._pc:
-            self._feed(self._protocol.peer_connection_state, pc.connectionState)
-
-    def _on_track(self, track: MediaStreamTrack) -> None:
-        pc = self._pc
-        mid = None
-        if pc is not None:
-            for transceiver in pc.getTransceivers():
-                if transceiver.receiver.track is track:
-                    mid = transceiver.mid
-                    break
-        section = self._sections.get(mid) if mid is not None else None
-        remote = RemoteTrack(track, stream_id=section.stream_id if section else None, mid=mid)
-        self._tracks.append(remote)
-        self.emit("track", remote)
+    def _on_track(self, track: RemoteTrack) -> None:
+        self._tracks.append(track)
+        self.emit("track", track)
 
     def _on_data_channel(self, channel: RTCDataChannel) -> None:
         label = channel.label
@@ -523,103 +433,10 @@ class Connection(Emitter):
         self._feed(self._protocol.stats_collected, request_id, reports)
 
     async def _close_peer_connection(self) -> None:
-        pc, self._pc = self._pc, None
-        if pc is not None:
-            await pc.close()
+        peer, self._peer = self._peer, None
+        if peer is not None:
+            await peer.close()
         self._channels.clear()
-
-
-class _SignalingWebSocket:
-    """One signaling WebSocket attempt: open, read, write in order, close."""
-
-    def __init__(self, connection: Connection, attempt: int, url: str) -> None:
-        self._connection = connection
-        self._protocol = connection._protocol
-        self.attempt = attempt
-        self.url = url
-        self._websocket: ClientConnection | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._outbox: collections.deque[str] = collections.deque()
-        self._writer: asyncio.Task[None] | None = None
-        self._closing = False
-
-    async def run(self) -> None:
-        self._task = asyncio.current_task()
-        options = self._connection.options
-        feed = self._connection._feed
-        try:
-            websocket = await websockets.connect(
-                self.url,
-                user_agent_header=options.user_agent_header(),
-                proxy=options.proxy(),
-                ssl=options.ssl_context() if self.url.startswith("wss:") else None,
-                open_timeout=None,  # the machine's websocket_connection timer decides
-                close_timeout=options.websocket_close_timeout or 3.0,
-                compression=None,  # as the official SDKs
-                max_size=_MAX_SIGNALING_MESSAGE,
-            )
-        except asyncio.CancelledError:
-            return  # the machine abandoned this attempt
-        except Exception as exc:
-            feed(self._protocol.websocket_failed, self.attempt, _describe(exc))
-            return
-        self._websocket = websocket
-        try:
-            feed(self._protocol.websocket_opened, self.attempt)
-            try:
-                async for message in websocket:
-                    feed(self._protocol.websocket_message, self.attempt, message)
-            except websockets.ConnectionClosed:
-                pass
-        except asyncio.CancelledError:
-            websocket.transport.abort()
-            return
-        finally:
-            if self._writer is not None:
-                self._writer.cancel()
-        received = websocket.protocol.close_rcvd
-        feed(
-            self._protocol.websocket_closed,
-            self.attempt,
-            received.code if received is not None else None,
-            received.reason if received is not None else "",
-        )
-
-    def send(self, text: str) -> None:
-        self._outbox.append(text)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.ensure_future(self._write())
-
-    async def _write(self) -> None:
-        while self._outbox and self._websocket is not None:
-            text = self._outbox.popleft()
-            try:
-                await self._websocket.send(text)
-            except websockets.ConnectionClosed:
-                self._outbox.clear()
-
-    def close(self, code: int, reason: str) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        if self._websocket is None:
-            if self._task is not None:
-                self._task.cancel()  # still opening
-            return
-        self._connection._spawn(self._close(code, reason))
-
-    async def _close(self, code: int, reason: str) -> None:
-        assert self._websocket is not None
-        if self._writer is not None and not self._writer.done():
-            await asyncio.wait({self._writer}, timeout=1.0)
-        await self._websocket.close(code, reason)
-
-    def abort(self) -> None:
-        self._closing = True
-        if self._websocket is not None:
-            self._websocket.transport.abort()
-        elif self._task is not None:
-            self._task.cancel()
 
 
 class _MessageStream:
@@ -656,29 +473,6 @@ class _MessageStream:
     async def aclose(self) -> None:
         """Stop receiving (messages already queued are dropped)."""
         self._connection._streams.discard(self)
-
-
-def _rtc_configuration(config: Any) -> RTCConfiguration:
-    # The offer's config is a browser RTCConfiguration (§3.1); aiortc uses the
-    # first STUN and the first TURN URL only (aiortc-notes A.8).
-    servers: list[RTCIceServer] = []
-    policy = RTCIceTransportPolicy.ALL
-    if isinstance(config, Mapping):
-        for server in config.get("iceServers") or []:
-            if not isinstance(server, Mapping) or not server.get("urls"):
-                continue
-            servers.append(
-                RTCIceServer(
-                    urls=server["urls"],
-                    username=server.get("username"),
-                    credential=server.get("credential"),
-                )
-            )
-        if config.get("iceTransportPolicy") == "relay":
-            policy = RTCIceTransportPolicy.RELAY
-    return RTCConfiguration(
-        iceServers=servers, iceTransportPolicy=policy, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE
-    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
-import os
 import platform
 import ssl
-import tempfile
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -61,6 +60,13 @@ _DATA_CHANNEL_KEYS: Final = (
     "compress",
     "header",
 )
+#: Keywords whose values are secrets: never logged, never in ``repr()`` or error messages.
+SECRET_KEYWORDS: Final = frozenset(
+    {"metadata", "signaling_notify_metadata", "client_key", "proxy_password"}
+)
+
+logger = logging.getLogger("sora_async")
+
 _FORWARDING_FILTER_KEYS: Final = ("name", "priority", "action", "rules", "version", "metadata")
 _FORWARDING_RULE_KEYS: Final = ("field", "operator", "values")
 
@@ -105,9 +111,9 @@ class ConnectionKeywords(TypedDict, total=False):
     websocket_connection_timeout: float | None
     audio_streaming_language_code: str | None
     insecure: bool | None
-    client_cert: bytes | None
-    client_key: bytes | None
-    ca_cert: bytes | None
+    client_cert: bytes | str | None
+    client_key: bytes | str | None
+    ca_cert: bytes | str | None
     proxy_url: str | None
     proxy_username: str | None
     proxy_password: str | None
@@ -168,14 +174,18 @@ class ConnectionOptions:
     websocket_close_timeout: float | None = None
     websocket_connection_timeout: float | None = None
     audio_streaming_language_code: str | None = None
+    #: Skip TLS certificate verification (a warning is logged once per connection).
     insecure: bool | None = None
+    #: PEM contents (``bytes``); a ``str`` given to the constructor is read as a
+    #: file path (or taken as PEM text if it contains ``-----BEGIN``).
     client_cert: bytes | None = None
     client_key: bytes | None = None
     ca_cert: bytes | None = None
+    #: ``http://host:port`` (or ``https://``) proxy for the signaling WebSocket.
     proxy_url: str | None = None
     proxy_username: str | None = None
     proxy_password: str | None = None
-    #: Accepted for compatibility; the proxy CONNECT request carries ``user_agent``.
+    #: ``User-Agent`` of the proxy ``CONNECT`` request (default: the handshake's).
     proxy_agent: str | None = None
     #: Accepted for compatibility; aiortc has no degradation control yet.
     degradation_preference: DegradationPreference | None = None
@@ -206,7 +216,49 @@ class ConnectionOptions:
         }
         for name, value in keywords.items():
             values[name] = _VALIDATORS[name](name, value)
-        return cls(**values)
+        options = cls(**values)
+        options._check_transport()
+        return options
+
+    def _check_transport(self) -> None:
+        # TLS material is loaded once here, so that a bad PEM fails before any I/O.
+        from .websocket import tls_context
+
+        if self.client_key is not None and self.client_cert is None:
+            raise ValueError("client_key needs client_cert")
+        if self.ca_cert is not None or self.client_cert is not None:
+            try:
+                tls_context(
+                    ca_cert=self.ca_cert, client_cert=self.client_cert, client_key=self.client_key
+                )
+            except (ssl.SSLError, ValueError) as exc:
+                what = "ca_cert" if self.client_cert is None else "client_cert/client_key"
+                if self.ca_cert is not None and self.client_cert is not None:
+                    what = "ca_cert or client_cert/client_key"
+                raise ValueError(f"{what} cannot be used: {_ssl_reason(exc)}") from None
+        if (self.proxy_username or self.proxy_password) and not self.proxy_url:
+            # Credentials without a proxy: the user believes traffic goes through one.
+            raise ValueError("proxy_username/proxy_password need proxy_url")
+        if self.insecure:
+            logger.warning(
+                "insecure=True: TLS certificates of the signaling server are NOT verified"
+            )
+
+    def __repr__(self) -> str:
+        # Secrets (access tokens in metadata, the private key, the proxy
+        # password) never appear; see docs/security.md.
+        shown = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if f.name in SECRET_KEYWORDS:
+                shown.append(f"{f.name}=<redacted>")
+            elif f.name in ("ca_cert", "client_cert"):
+                shown.append(f"{f.name}=<{len(value)} bytes>")
+            else:
+                shown.append(f"{f.name}={value!r}")
+        return f"ConnectionOptions({', '.join(shown)})"
 
     # -- derived values -------------------------------------------------------
 
@@ -295,39 +347,30 @@ class ConnectionOptions:
 
     def user_agent_header(self) -> str:
         """``User-Agent`` of the signaling WebSocket handshake."""
-        if self.user_agent is not None:
-            return self.user_agent
-        return f"Mozilla/5.0 ({sora_client().replace(' ', '/')})"
+        from .websocket import default_user_agent
+
+        return self.user_agent if self.user_agent is not None else default_user_agent()
 
     def proxy(self) -> str | None:
         """The proxy URL for ``websockets`` (credentials embedded), or None.
 
         Like the official client, environment proxy variables are not used.
+        The result contains the password: never log it.
         """
-        if not self.proxy_url:
-            return None
-        parts = urllib.parse.urlsplit(self.proxy_url)
-        if not self.proxy_username:
-            return self.proxy_url
-        credentials = urllib.parse.quote(self.proxy_username, safe="")
-        if self.proxy_password:
-            credentials += ":" + urllib.parse.quote(self.proxy_password, safe="")
-        host = parts.netloc.rpartition("@")[2]
-        return urllib.parse.urlunsplit(parts._replace(netloc=f"{credentials}@{host}"))
+        from .websocket import proxy_url
+
+        return proxy_url(self.proxy_url, self.proxy_username, self.proxy_password)
 
     def ssl_context(self) -> ssl.SSLContext:
         """TLS for ``wss://`` from ``ca_cert``, ``client_cert``/``client_key`` and ``insecure``."""
-        context = ssl.create_default_context()
-        if self.ca_cert is not None:
-            # ca_cert replaces the system trust store (official 2025.1.0).
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.load_verify_locations(cadata=self.ca_cert.decode("ascii", "replace"))
-        if self.client_cert is not None:
-            _load_client_certificate(context, self.client_cert, self.client_key)
-        if self.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        from .websocket import tls_context
+
+        return tls_context(
+            ca_cert=self.ca_cert,
+            client_cert=self.client_cert,
+            client_key=self.client_key,
+            insecure=bool(self.insecure),
+        )
 
 
 # -- client identification (sora-protocol.md §8.3) ----------------------------
@@ -373,6 +416,9 @@ def environment() -> str:
 
 
 def _fail(name: str, expected: str, value: Any) -> ValueError:
+    if name.partition("[")[0] in SECRET_KEYWORDS:
+        # A secret's value is never echoed, not even a wrong one.
+        return ValueError(f"{name} must be {expected}, got a value of type {type(value).__name__}")
     return ValueError(f"{name} must be {expected}, got {value!r}")
 
 
@@ -435,10 +481,84 @@ def _optional_seconds(name: str, value: Any) -> float | None:
     return float(value)
 
 
-def _optional_bytes(name: str, value: Any) -> bytes | None:
-    if value is not None and not isinstance(value, bytes | bytearray):
-        raise _fail(name, "bytes (PEM contents) or None", value)
-    return bytes(value) if value is not None else None
+def _pem(name: str, value: Any) -> bytes | None:
+    # bytes: PEM contents, as the official API takes them. str: a file path
+    # (a convenience), or PEM text when it contains a BEGIN line.
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value)
+    elif isinstance(value, str):
+        if "-----BEGIN" in value:
+            data = value.encode()
+        else:
+            try:
+                with open(value, "rb") as file:
+                    data = file.read()
+            except OSError as exc:
+                # The path is not echoed: a mistaken str may be key material.
+                raise ValueError(
+                    f"{name}: cannot read the file it names ({exc.strerror or exc})"
+                ) from None
+    else:
+        raise _fail(name, "bytes (PEM contents), a str path or None", value)
+    if not data.strip():
+        raise ValueError(f"{name} is empty")
+    return data
+
+
+def _header_value(name: str, value: Any) -> str | None:
+    # An HTTP header value: no CR/LF (header injection), ISO-8859-1 on the wire.
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _fail(name, "a string or None", value)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F or ord(c) > 0xFF for c in value):
+        raise ValueError(f"{name} must be printable ISO-8859-1 without control characters")
+    return value
+
+
+def _proxy_url(name: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _fail(name, "an http:// URL or None", value)
+    if "@" in value:
+        # Not echoed: it contains a password.
+        raise ValueError(f"{name} must not contain credentials; use proxy_username/proxy_password")
+    try:
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{name} must be an http:// URL with a host and a valid port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _fail(name, "an http:// (or https://) URL with a host", value)
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise _fail(name, "an http:// URL without path, query or fragment", value)
+    if port == 0:
+        raise _fail(name, "a URL with a non-zero port", value)
+    return value
+
+
+def _proxy_username(name: str, value: Any) -> str | None:
+    checked = _header_value(name, value)
+    if checked is not None and ":" in checked:
+        raise ValueError(f"{name} must not contain ':' (HTTP Basic authentication)")
+    return checked
+
+
+def _secret_str(name: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise _fail(name, "a string or None", value)
+    if value is not None and any(c in value for c in "\r\n\0"):
+        raise ValueError(f"{name} must not contain CR, LF or NUL")
+    return value
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc.strerror or exc)
+    return str(exc)
 
 
 def _choice(choices: frozenset[str]) -> Any:
@@ -668,15 +788,15 @@ _VALIDATORS: Final[Mapping[str, Any]] = {
     "websocket_connection_timeout": _optional_seconds,
     "audio_streaming_language_code": _optional_str,
     "insecure": _optional_bool,
-    "client_cert": _optional_bytes,
-    "client_key": _optional_bytes,
-    "ca_cert": _optional_bytes,
-    "proxy_url": _optional_str,
-    "proxy_username": _optional_str,
-    "proxy_password": _optional_str,
-    "proxy_agent": _optional_str,
+    "client_cert": _pem,
+    "client_key": _pem,
+    "ca_cert": _pem,
+    "proxy_url": _proxy_url,
+    "proxy_username": _proxy_username,
+    "proxy_password": _secret_str,
+    "proxy_agent": _header_value,
     "degradation_preference": _degradation_preference,
-    "user_agent": _optional_str,
+    "user_agent": _header_value,
     "video_codec_preference": _anything,
     "connect_timeout": _optional_seconds,
 }
@@ -732,20 +852,3 @@ def _forwarding_filter_json(value: Mapping[str, Any]) -> dict[str, Any]:
         [_ordered(rule, _FORWARDING_RULE_KEYS) for rule in group] for group in value["rules"]
     ]
     return result
-
-
-def _load_client_certificate(context: ssl.SSLContext, cert: bytes, key: bytes | None) -> None:
-    # ssl only loads certificate chains from files; keep them on disk only while loading.
-    paths: list[str] = []
-    try:
-        for pem in (cert, key):
-            if pem is None:
-                continue
-            handle, path = tempfile.mkstemp(suffix=".pem")
-            paths.append(path)
-            with os.fdopen(handle, "wb") as file:
-                file.write(pem)
-        context.load_cert_chain(paths[0], paths[1] if len(paths) > 1 else None)
-    finally:
-        for path in paths:
-            os.unlink(path)

@@ -32,6 +32,8 @@ from sora_async import (
     TrackState,
 )
 from sora_async.devserver import DevServer
+from sora_async.hwaccel import VideoCodecImplementation as Impl
+from sora_async.hwaccel import VideoCodecPreference, VideoCodecType
 from sora_async.signaling import State
 
 MODES: dict[str, dict[str, Any]] = {
@@ -223,13 +225,23 @@ async def test_sendrecv_media_reaches_a_recvonly_with_the_sender_connection_id(
         await receiver.disconnect()
 
 
-async def test_a_channel_codec_aiortc_lacks_is_rejected_not_fatal(
+async def test_a_channel_codec_the_preference_lacks_is_rejected_not_fatal(
     sora_devserver: DevServer,
 ) -> None:
-    # Without codec_type the dev server (like Sora) picks VP9, which aiortc
-    # cannot encode: the sender answers its video m-line with port 0 and the
-    # connection still works for audio.
-    sender = connection(sora_devserver, "sendonly", "vp9", audio_source=AudioStreamTrack())
+    # Without codec_type the dev server (like Sora) picks VP9; this sender's
+    # video_codec_preference can only encode VP8, so it answers its video
+    # m-line alone with port 0 and the connection still works for audio.
+    vp8_only = VideoCodecPreference(
+        [VideoCodecPreference.Codec(VideoCodecType.VP8, Impl.INTERNAL, Impl.INTERNAL)]
+    )
+    sender = connection(
+        sora_devserver,
+        "sendonly",
+        "vp9",
+        audio_source=AudioStreamTrack(),
+        video_source=TinyVideoTrack(),
+        video_codec_preference=vp8_only,
+    )
     sent = Recorder(sender)
     receiver = connection(sora_devserver, "recvonly", "vp9")
     rec = Recorder(receiver)

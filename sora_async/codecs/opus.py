@@ -96,12 +96,27 @@ class OpusDepacketizer(Depacketizer):
         return bool(payload)
 
 
+def opus_cutoff(max_playback_rate: int) -> int:
+    """libopus bandwidth (FFmpeg ``cutoff``, Hz) for an RFC 7587 ``maxplaybackrate``.
+
+    Narrowband 4 kHz up to 8 kHz playback, mediumband 6 kHz up to 12 kHz,
+    wideband 8 kHz up to 16 kHz, super-wideband 12 kHz up to 24 kHz, else fullband.
+    """
+    for rate, cutoff in ((8000, 4000), (12000, 6000), (16000, 8000), (24000, 12000)):
+        if max_playback_rate <= rate:
+            return cutoff
+    return 20000
+
+
 class OpusEncoder(Encoder):
     """libopus at 48 kHz, 20 ms packets; input of any format, rate and size.
 
     Options: ``application=voip`` (speech-tuned, aiortc's choice),
     ``fec=1`` with an expected loss of ``packet_loss`` % (in-band FEC, which
-    receivers ask for with ``useinbandfec=1``), and ``dtx``.
+    receivers ask for with ``useinbandfec=1``), and ``dtx``. The SDP
+    parameters of RFC 7587 §6.1 map onto the rest: ``ptime`` → packet
+    duration (10, 20, 40 or 60 ms), ``maxplaybackrate`` → the encoded audio
+    bandwidth (``cutoff``), ``cbr=1`` → ``cbr=True``.
     """
 
     codec = CODEC
@@ -113,23 +128,32 @@ class OpusEncoder(Encoder):
         fec: bool = True,
         packet_loss: int = 10,
         dtx: bool = False,
+        ptime: int = 20,
+        max_playback_rate: int | None = None,
+        cbr: bool = False,
     ) -> None:
+        if ptime not in (10, 20, 40, 60):
+            raise ValueError(f"Opus: ptime must be 10, 20, 40 or 60 ms, not {ptime}")
         self._target_bitrate = int(bitrate)
         self._channels = channels
+        self._samples_per_packet = SAMPLE_RATE * ptime // 1000
         self._options = {
             "application": "voip",
-            "frame_duration": "20",
+            "frame_duration": str(ptime),
             "fec": "1" if fec else "0",
             "packet_loss": str(packet_loss),
             "dtx": "1" if dtx else "0",
+            "vbr": "off" if cbr else "on",
         }
+        if max_playback_rate:
+            self._options["cutoff"] = str(opus_cutoff(max_playback_rate))
         self._ctx: av.AudioCodecContext | None = None
         self._ctx_bitrate = 0
         self._resampler = AudioResampler(
             format="s16",
             layout="stereo" if channels == 2 else "mono",
             rate=SAMPLE_RATE,
-            frame_size=SAMPLES_PER_PACKET,
+            frame_size=self._samples_per_packet,
         )
         self._next_timestamp: int | None = None
 
@@ -179,10 +203,10 @@ class OpusEncoder(Encoder):
                         is_keyframe=True,
                         sample_rate=SAMPLE_RATE,
                         channels=self._channels,
-                        samples=SAMPLES_PER_PACKET,
+                        samples=self._samples_per_packet,
                     )
                 )
-                self._next_timestamp += SAMPLES_PER_PACKET
+                self._next_timestamp += self._samples_per_packet
         return out
 
 

@@ -36,6 +36,7 @@ from aiortc.rtp import (
 from aiortc.sdp import SessionDescription
 from pyee.asyncio import AsyncIOEventEmitter
 
+from ..rtc.transport import BundleTransport, parse_candidate
 from .forwarding import Egress, Ingress, IngressLayer
 from .rtp import parse_rtp
 from .sdp import (
@@ -49,7 +50,6 @@ from .sdp import (
     opus_fmtp,
     write_offer,
 )
-from .transport import BundleTransport, parse_candidate
 
 logger = logging.getLogger("sora_async.devserver")
 

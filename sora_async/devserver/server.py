@@ -167,8 +167,10 @@ class SignalingWebSocket:
     then answered properly before the connection goes.
     """
 
-    def __init__(self, response: web.WebSocketResponse) -> None:
+    def __init__(self, response: web.WebSocketResponse, *, user_agent: str | None = None) -> None:
         self._ws = response
+        #: ``User-Agent`` of the client's handshake request.
+        self.user_agent = user_agent
         self._reader: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
         self._send_lock = asyncio.Lock()
@@ -358,7 +360,7 @@ class DevServer:
             timeout=CLOSE_HANDSHAKE_TIMEOUT,
         )
         await response.prepare(request)
-        websocket = SignalingWebSocket(response)
+        websocket = SignalingWebSocket(response, user_agent=request.headers.get("User-Agent"))
         session = Session(
             options=self.options,
             registry=self.registry,

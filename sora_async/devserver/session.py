@@ -501,6 +501,8 @@ class ConnectionInfo:
     signaling_notify_metadata: Any
     created_at: float
     connected_at: float | None
+    #: ``User-Agent`` header of the signaling WebSocket handshake.
+    user_agent: str | None = None
 
 
 class Session:
@@ -609,6 +611,7 @@ class Session:
             ),
             created_at=self.created_at,
             connected_at=self.connected_at,
+            user_agent=getattr(self.websocket, "user_agent", None),
         )
 
     def api_description(self) -> dict[str, Any]:

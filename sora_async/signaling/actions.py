@@ -48,7 +48,8 @@ class SendWebSocket:
     """Send one text frame on the WebSocket of ``attempt`` (in order)."""
 
     attempt: int
-    text: str
+    #: Not in ``repr()``: the ``connect`` message carries ``metadata`` secrets.
+    text: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class SendDataChannel:
     """Send ``payload`` on the DataChannel ``label``; it is already framed (zlib if compressed)."""
 
     label: str
-    payload: bytes
+    payload: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -81,15 +82,16 @@ class ApplyOffer:
     the local tracks to ``offer["mid"]``, answer; report ``offer_applied(answer_sdp)``
     or ``offer_failed(error)``."""
 
-    sdp: str
-    offer: Mapping[str, Any] = field(hash=False, compare=True)
+    sdp: str = field(repr=False)
+    #: Not in ``repr()``: ``config.iceServers`` carries TURN credentials.
+    offer: Mapping[str, Any] = field(hash=False, compare=True, repr=False)
 
 
 @dataclass(frozen=True)
 class ApplyReoffer:
     """Apply a re-offer ``sdp`` and answer; report ``reoffer_applied/failed``."""
 
-    sdp: str
+    sdp: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,8 @@ class Emit:
     """Emit the public event ``event`` with ``args`` (see :class:`sora_async.Connection`)."""
 
     event: str
-    args: tuple[Any, ...] = ()
+    #: Not in ``repr()``: event arguments include the ``connect`` message.
+    args: tuple[Any, ...] = field(default=(), repr=False)
 
 
 Action = (

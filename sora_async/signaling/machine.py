@@ -96,6 +96,8 @@ class _Closing:
     websocket_result: tuple[int | None, str] | None = None
     #: ``close`` message code/reason, or the lost WebSocket's code/reason.
     detail: tuple[Any, Any] = (None, None)
+    #: What the client itself found wrong with the lost WebSocket, if anything.
+    error: str | None = None
 
 
 @dataclass
@@ -318,14 +320,24 @@ class SignalingProtocol:
                 )
 
     def websocket_message(self, attempt: int, text: str | bytes) -> None:
-        """A frame arrived on the WebSocket of ``attempt``."""
+        """A frame arrived on the WebSocket of ``attempt`` (``bytes``: a binary frame).
+
+        A frame that is not a JSON object with a string ``type`` (or a binary
+        frame: Sora only sends text) ends the session with ``INTERNAL_ERROR``
+        naming the problem; unknown types and keys are ignored (§10 item 10).
+        """
         with self._handling("websocket_message"):
             if attempt != self._websocket_attempt or not self._websocket_open:
+                return
+            if self._state is not State.SIGNALING and self._state not in _LIVE:
+                return
+            if isinstance(text, bytes | bytearray | memoryview):
+                self._violation(m.invalid_websocket_message("binary frame (Sora sends text)"))
                 return
             try:
                 message = m.loads(text)
             except m.MessageError as exc:
-                logger.warning("ignoring a WebSocket frame: %s", exc)
+                self._violation(m.invalid_websocket_message(str(exc)))
                 return
             kind = message["type"]
             logger.debug("received %s on WebSocket", kind)
@@ -335,14 +347,21 @@ class SignalingProtocol:
                     self._on_redirect(message)
                 elif kind == "offer":
                     self._on_offer(message)
-            elif self._state in _LIVE:
+                elif kind in ("re-offer", "update"):
+                    self._received(SignalingType.WEBSOCKET, message)
+                    self._violation(m.unexpected_message(kind, "WebSocket"))
+            else:
                 self._on_live_message(message, SignalingType.WEBSOCKET)
 
-    def websocket_closed(self, attempt: int, code: int | None, reason: str = "") -> None:
+    def websocket_closed(
+        self, attempt: int, code: int | None, reason: str = "", error: str | None = None
+    ) -> None:
         """The WebSocket of ``attempt`` ended.
 
         ``code``/``reason`` come from the server's close frame; ``code`` is None
-        when the connection ended without one (TCP reset, EOF).
+        when the connection ended without one (TCP reset, EOF). ``error``
+        describes a failure the client detected itself (a message over the size
+        limit, invalid UTF-8, no answer to keepalive pings); ``code`` is then None.
         """
         with self._handling("websocket_closed"):
             if attempt in self._closing_attempts:
@@ -350,9 +369,12 @@ class SignalingProtocol:
                 return
             if attempt != self._websocket_attempt or not self._websocket_open:
                 return
+            if error is not None:
+                code, reason = None, ""
+                logger.warning("signaling WebSocket failed: %s", error)
             self._websocket_open = False
             self._emit("ws_close", code if code is not None else 0, reason if code else "")
-            self._on_websocket_lost(code, reason)
+            self._on_websocket_lost(code, reason, error)
 
     # -- inputs: the peer connection ----------------------------------------
 
@@ -462,7 +484,12 @@ class SignalingProtocol:
             try:
                 payload = m.decode_data_channel_payload(data, compress=spec.compress)
             except m.MessageError as exc:
-                logger.warning("ignoring a message on DataChannel %r: %s", label, exc)
+                if label.startswith("#"):
+                    # Messaging payloads come from other clients: one peer's bad
+                    # message must not end everybody's session. Dropped.
+                    logger.warning("dropping a message on DataChannel %r: %s", label, exc)
+                else:
+                    self._violation(m.invalid_data_channel_message(label, str(exc)))
                 return
             if label.startswith("#"):
                 self._emit("message", label, payload)
@@ -470,10 +497,12 @@ class SignalingProtocol:
             if label == "rpc":
                 self._emit("rpc", payload)
                 return
+            if label == "e2ee":
+                return  # not used by this client
             try:
                 message = m.loads(payload)
             except m.MessageError as exc:
-                logger.warning("ignoring a message on DataChannel %r: %s", label, exc)
+                self._violation(m.invalid_data_channel_message(label, str(exc)))
                 return
             kind = message["type"]
             logger.debug("received %s on DataChannel %s", kind, label)
@@ -483,6 +512,10 @@ class SignalingProtocol:
                 elif kind == "close":
                     self._on_close_message(message)
             elif label == "notify" and kind == "notify":
+                problem = m.notify_problem(message)
+                if problem is not None:
+                    self._violation(m.invalid_data_channel_message(label, problem, "notify"))
+                    return
                 self._on_notify(message)
             elif label == "push" and kind == "push":
                 self._emit("push", message)
@@ -552,12 +585,10 @@ class SignalingProtocol:
 
     def _on_offer(self, message: dict[str, Any]) -> None:
         sdp = message.get("sdp")
-        if not isinstance(sdp, str) or not isinstance(message.get("connection_id"), str):
+        problem = m.offer_problem(message)
+        if problem is not None or not isinstance(sdp, str):
             self._received(SignalingType.WEBSOCKET, message)
-            self._finish(
-                DisconnectCode.INTERNAL_ERROR,
-                "Invalid offer message: 'sdp' and 'connection_id' must be strings",
-            )
+            self._violation(m.invalid_websocket_message(problem or "no sdp", "offer"))
             return
         session = self._session
         session.offer = message
@@ -571,6 +602,10 @@ class SignalingProtocol:
         if kind in ("re-offer", "update"):
             self._on_reoffer(message, transport)
         elif kind == "notify":
+            problem = m.notify_problem(message)
+            if problem is not None:
+                self._violation(m.invalid_websocket_message(problem, "notify"))
+                return
             self._on_notify(message)
         elif kind == "push":
             self._emit("push", message)
@@ -585,10 +620,16 @@ class SignalingProtocol:
 
     def _on_reoffer(self, message: dict[str, Any], transport: SignalingType) -> None:
         sdp = message.get("sdp")
-        if not isinstance(sdp, str):
-            logger.warning("ignoring %s without sdp", message["type"])
-            return
         self._received(transport, message)
+        problem = m.reoffer_problem(message)
+        if problem is not None or not isinstance(sdp, str):
+            kind, problem = message["type"], problem or "no sdp"
+            self._violation(
+                m.invalid_websocket_message(problem, kind)
+                if transport is SignalingType.WEBSOCKET
+                else m.invalid_data_channel_message("signaling", problem, kind)
+            )
+            return
         answer_type = "update" if message["type"] == "update" else "re-answer"
         self._session.reoffers.append(_Reoffer(sdp, answer_type, transport))
         self._pump_reoffers()
@@ -627,10 +668,10 @@ class SignalingProtocol:
         self._start_timer(Timer.DISCONNECT_WAIT, self._config.disconnect_wait_timeout)
         self._check_closing_done()
 
-    def _on_websocket_lost(self, code: int | None, reason: str) -> None:
+    def _on_websocket_lost(self, code: int | None, reason: str, error: str | None = None) -> None:
         session = self._session
         if self._state is State.CLOSING:
-            self._closing_websocket_closed(code, reason)
+            self._closing_websocket_closed(code, reason, error)
         elif self._state in (State.SIGNALING, *_LIVE):
             if session.switched and session.ignore_disconnect_websocket:
                 return  # Sora ignores the WebSocket now, so do we (§5.9)
@@ -645,12 +686,31 @@ class SignalingProtocol:
                 and ("signaling" in session.open_labels)
             ):
                 # Tell Sora over DC why we leave, then end (§5.9, C++ OnRead).
-                self._enter_closing(_Closing(_CloseMode.WEBSOCKET_LOST, detail=(code, reason)))
+                self._enter_closing(
+                    _Closing(_CloseMode.WEBSOCKET_LOST, detail=(code, reason), error=error)
+                )
                 why = "WEBSOCKET-ONCLOSE" if code is not None else "WEBSOCKET-ONERROR"
                 self._send_data_channel("signaling", m.disconnect_message(why))
                 self._start_timer(Timer.DISCONNECT_WAIT, self._config.disconnect_wait_timeout)
             else:
-                self._finish(_websocket_error_code(code), m.failed_to_read_websocket(code, reason))
+                self._finish(
+                    _websocket_error_code(code), m.failed_to_read_websocket(code, reason, error)
+                )
+
+    def _violation(self, problem: str) -> None:
+        """Sora sent something unusable: end the session with INTERNAL_ERROR naming it.
+
+        Before the offer the session just ends; afterwards the normal
+        disconnect sequence runs first (``reason`` INTERNAL-ERROR), as for an
+        offer that cannot be applied (§5.11), and the code stays INTERNAL_ERROR.
+        """
+        logger.warning("signaling protocol violation: %s", problem)
+        if self._state in _LIVE:
+            self._begin_disconnect(
+                forced=(DisconnectCode.INTERNAL_ERROR, problem), reason="INTERNAL-ERROR"
+            )
+        else:
+            self._finish(DisconnectCode.INTERNAL_ERROR, problem)
 
     # -- disconnect sequencing (§5.8) ------------------------------------------
 
@@ -680,7 +740,9 @@ class SignalingProtocol:
         self._cancel_timer(Timer.CONNECT)
         self._cancel_timer(Timer.TRANSPORT_CLOSED)
 
-    def _closing_websocket_closed(self, code: int | None, reason: str) -> None:
+    def _closing_websocket_closed(
+        self, code: int | None, reason: str, error: str | None = None
+    ) -> None:
         closing = self._closing
         assert closing is not None
         closing.websocket_result = (code, reason)
@@ -689,7 +751,7 @@ class SignalingProtocol:
             if code is None:
                 self._finish_closing(
                     DisconnectCode.CLOSE_FAILED,
-                    m.failed_to_close_websocket(code, reason, timed_out=False),
+                    m.failed_to_close_websocket(code, reason, timed_out=False, error=error),
                 )
             else:
                 # Any close frame counts, even 4490 (observed with the official client).
@@ -730,7 +792,7 @@ class SignalingProtocol:
             code, reason = closing.detail
             self._finish_closing(
                 _websocket_error_code(code),
-                m.failed_to_read_websocket_dc(code, reason, dc_closed=True),
+                m.failed_to_read_websocket_dc(code, reason, dc_closed=True, error=closing.error),
             )
 
     def _closing_timed_out(self, timer: Timer) -> None:
@@ -757,7 +819,9 @@ class SignalingProtocol:
                 code, reason = closing.detail
                 self._finish_closing(
                     _websocket_error_code(code),
-                    m.failed_to_read_websocket_dc(code, reason, dc_closed=False),
+                    m.failed_to_read_websocket_dc(
+                        code, reason, dc_closed=False, error=closing.error
+                    ),
                 )
 
     def _finish_closing(self, code: DisconnectCode, message: str) -> None:

@@ -54,6 +54,10 @@ SELF_CLOSED = (1000, "SELF-CLOSED")
 DISCONNECT_WAIT_TIMEOUT = (4999, "DISCONNECT-WAIT-TIMEOUT-ERROR")
 
 
+#: Largest DataChannel message accepted after zlib inflation (a zlib bomb guard).
+MAX_INFLATED_SIZE = 8 << 20
+
+
 class MessageError(ValueError):
     """A received message is not valid JSON or lacks a required member."""
 
@@ -83,14 +87,186 @@ def dumps(message: Mapping[str, Any]) -> str:
 
 
 def loads(text: str | bytes) -> dict[str, Any]:
-    """Parse one signaling message; it must be a JSON object with a string ``type``."""
+    """Parse one signaling message; it must be a JSON object with a string ``type``.
+
+    Raises :class:`MessageError` naming the problem (never quoting the text).
+    """
     try:
-        message = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+        message = json.loads(text, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise MessageError("not UTF-8") from None
+    except RecursionError:
+        raise MessageError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:
         raise MessageError(f"invalid JSON: {exc}") from None
-    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        raise MessageError("a signaling message must be an object with a string 'type'")
+    if not isinstance(message, dict):
+        raise MessageError(f"not a JSON object but {json_type(message)}")
+    if not isinstance(message.get("type"), str):
+        raise MessageError(
+            f"'type' must be a string, got {json_type(message.get('type'), 'type' in message)}"
+        )
     return message
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def json_type(value: Any, present: bool = True) -> str:
+    """The JSON type of ``value`` in words, for error messages (never the value itself)."""
+    if not present:
+        return "nothing"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+# -- validation of received messages --------------------------------------------
+
+
+def _problem(where: str, expected: str, container: Mapping[str, Any], key: str) -> str:
+    return f"'{where}' must be {expected}, got {json_type(container.get(key), key in container)}"
+
+
+def _optional(container: Mapping[str, Any], key: str, kind: type | tuple[type, ...]) -> bool:
+    value = container.get(key)
+    if value is None:
+        return True
+    if kind is int or kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def offer_problem(message: Mapping[str, Any]) -> str | None:
+    """What is wrong with an ``offer`` (§3.1), or None.
+
+    Required: ``sdp`` and ``connection_id`` strings (the C++ SDK requires both).
+    Optional members the client reads must have the right type when present;
+    ``null`` counts as absent; unknown members are ignored.
+    """
+    if not isinstance(message.get("sdp"), str):
+        return _problem("sdp", "a string", message, "sdp")
+    connection_id = message.get("connection_id")
+    if not isinstance(connection_id, str) or not connection_id:
+        return _problem("connection_id", "a non-empty string", message, "connection_id")
+    for key in ("client_id", "bundle_id", "session_id", "channel_id", "version"):
+        if not _optional(message, key, str):
+            return _problem(key, "a string", message, key)
+    for key in ("simulcast", "spotlight", "data_channel_signaling", "ignore_disconnect_websocket"):
+        if not _optional(message, key, bool):
+            return _problem(key, "a boolean", message, key)
+    return (
+        _config_problem(message)
+        or _mid_problem(message)
+        or _data_channels_problem(message)
+        or _encodings_problem(message)
+    )
+
+
+def _config_problem(message: Mapping[str, Any]) -> str | None:
+    config = message.get("config")
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        return _problem("config", "an object", message, "config")
+    if not _optional(config, "iceTransportPolicy", str):
+        return _problem("config.iceTransportPolicy", "a string", config, "iceTransportPolicy")
+    servers = config.get("iceServers")
+    if servers is None:
+        return None
+    if not isinstance(servers, list):
+        return _problem("config.iceServers", "an array", config, "iceServers")
+    for index, server in enumerate(servers):
+        where = f"config.iceServers[{index}]"
+        if not isinstance(server, dict):
+            return f"'{where}' must be an object, got {json_type(server)}"
+        urls = server.get("urls")
+        if not (
+            isinstance(urls, str)
+            or (isinstance(urls, list) and all(isinstance(url, str) for url in urls))
+        ):
+            return _problem(f"{where}.urls", "a string or an array of strings", server, "urls")
+        for key in ("username", "credential"):
+            if not _optional(server, key, str):
+                return _problem(f"{where}.{key}", "a string", server, key)
+    return None
+
+
+def _mid_problem(message: Mapping[str, Any]) -> str | None:
+    mid = message.get("mid")
+    if mid is None:
+        return None
+    if not isinstance(mid, dict):
+        return _problem("mid", "an object", message, "mid")
+    for kind in mid:
+        if not _optional(mid, kind, str):
+            return _problem(f"mid.{kind}", "a string", mid, kind)
+    return None
+
+
+def _data_channels_problem(message: Mapping[str, Any]) -> str | None:
+    entries = message.get("data_channels")
+    if entries is None:
+        return None
+    if not isinstance(entries, list):
+        return _problem("data_channels", "an array", message, "data_channels")
+    for index, entry in enumerate(entries):
+        where = f"data_channels[{index}]"
+        if not isinstance(entry, dict):
+            return f"'{where}' must be an object, got {json_type(entry)}"
+        label = entry.get("label")
+        if not isinstance(label, str) or not label:
+            return _problem(f"{where}.label", "a non-empty string", entry, "label")
+        if not _optional(entry, "direction", str):
+            return _problem(f"{where}.direction", "a string", entry, "direction")
+        if not _optional(entry, "compress", bool):
+            return _problem(f"{where}.compress", "a boolean", entry, "compress")
+        if not _optional(entry, "header", list):
+            return _problem(f"{where}.header", "an array", entry, "header")
+    return None
+
+
+def _encodings_problem(message: Mapping[str, Any]) -> str | None:
+    encodings = message.get("encodings")
+    if encodings is None:
+        return None
+    if not isinstance(encodings, list):
+        return _problem("encodings", "an array", message, "encodings")
+    for index, encoding in enumerate(encodings):
+        if not isinstance(encoding, dict):
+            return f"'encodings[{index}]' must be an object, got {json_type(encoding)}"
+    return None
+
+
+def reoffer_problem(message: Mapping[str, Any]) -> str | None:
+    """What is wrong with a ``re-offer``/``update`` (§3.3), or None."""
+    if not isinstance(message.get("sdp"), str):
+        return _problem("sdp", "a string", message, "sdp")
+    return None
+
+
+def notify_problem(message: Mapping[str, Any]) -> str | None:
+    """What is wrong with a ``notify`` (§3.6), or None.
+
+    Every notify has a string ``event_type``; unknown event types and keys are
+    fine. A ``connection_id``, when present, is a string (the client compares
+    it with its own to know it joined).
+    """
+    if not isinstance(message.get("event_type"), str):
+        return _problem("event_type", "a string", message, "event_type")
+    if not _optional(message, "connection_id", str):
+        return _problem("connection_id", "a string", message, "connection_id")
+    return None
 
 
 def encode_data_channel_payload(payload: bytes, *, compress: bool) -> bytes:
@@ -113,10 +289,16 @@ def decode_data_channel_payload(payload: bytes | str, *, compress: bool) -> byte
     data = payload.encode() if isinstance(payload, str) else bytes(payload)
     if not compress:
         return data
+    inflater = zlib.decompressobj()
     try:
-        return zlib.decompress(data)
+        inflated = inflater.decompress(data, MAX_INFLATED_SIZE + 1)
     except zlib.error as exc:
         raise MessageError(f"invalid zlib payload: {exc}") from None
+    if len(inflated) > MAX_INFLATED_SIZE:
+        raise MessageError(f"zlib payload inflates to more than {MAX_INFLATED_SIZE} bytes")
+    if not inflater.eof:
+        raise MessageError("invalid zlib payload: incomplete or truncated stream")
+    return inflated
 
 
 def parse_data_channel_specs(offer: Mapping[str, Any]) -> dict[str, DataChannelSpec]:
@@ -236,38 +418,67 @@ def server_closed_websocket(code: int | None, reason: str, *, with_data_channel:
     return f"Succeeded to close {what} from server: {_ws_details(code, reason)}"
 
 
-def failed_to_read_websocket(code: int | None, reason: str) -> str:
-    """Message of ``WEBSOCKET_ONCLOSE``/``_ONERROR`` (observed with 4490 and a TCP reset)."""
-    return f"Failed to read WebSocket: {_ws_details(code, reason)}"
+def failed_to_read_websocket(code: int | None, reason: str, error: str | None = None) -> str:
+    """Message of ``WEBSOCKET_ONCLOSE``/``_ONERROR`` (observed with 4490 and a TCP reset).
+
+    ``error`` describes a failure the client detected itself (a message over
+    the size limit, keepalive timeout...); it takes the place of ``ec`` as the
+    C++ SDK's error text does.
+    """
+    return f"Failed to read WebSocket: {_ws_details(code, reason, error)}"
 
 
-def failed_to_read_websocket_dc(code: int | None, reason: str, *, dc_closed: bool) -> str:
+def failed_to_read_websocket_dc(
+    code: int | None, reason: str, *, dc_closed: bool, error: str | None = None
+) -> str:
     """Message when the WebSocket died after ``switched`` (ignore=false) (C++ ``OnRead``)."""
     if dc_closed:
         return (
             "Failed to read WebSocket and succeeded to close DataChannel: "
-            f"{_ws_details(code, reason)}"
+            f"{_ws_details(code, reason, error)}"
         )
     return (
-        f"Failed to read WebSocket and to close DataChannel: ec={_ec(code)} "
+        f"Failed to read WebSocket and to close DataChannel: ec={_ec(code, error)} "
         f"ec2={EC_OPERATION_CANCELED} wscode={code or 0} wsreason={reason}"
     )
 
 
-def failed_to_close_websocket(code: int | None, reason: str, *, timed_out: bool) -> str:
+def failed_to_close_websocket(
+    code: int | None, reason: str, *, timed_out: bool, error: str | None = None
+) -> str:
     """Message of ``CLOSE_FAILED`` when the WebSocket did not close cleanly (observed)."""
-    ec = EC_OPERATION_CANCELED if timed_out else EC_END_OF_FILE
+    ec = EC_OPERATION_CANCELED if timed_out else (error or EC_END_OF_FILE)
     wscode = 0 if timed_out else (code or 0)
     wsreason = "" if timed_out else reason
     return f"Failed to close WebSocket: ec={ec} wscode={wscode} wsreason={wsreason}"
 
 
-def _ec(code: int | None) -> str:
+def _ec(code: int | None, error: str | None = None) -> str:
+    if error:
+        return error
     return EC_END_OF_FILE if code is None else EC_GRACEFULLY_CLOSED
 
 
-def _ws_details(code: int | None, reason: str) -> str:
-    return f"ec={_ec(code)} wscode={code or 0} wsreason={reason if code is not None else ''}"
+def _ws_details(code: int | None, reason: str, error: str | None = None) -> str:
+    return f"ec={_ec(code, error)} wscode={code or 0} wsreason={reason if code is not None else ''}"
+
+
+def invalid_websocket_message(problem: str, kind: str | None = None) -> str:
+    """Message of ``INTERNAL_ERROR`` when Sora sent something unusable on the WebSocket."""
+    if kind is None:
+        return f"Invalid signaling message via WebSocket: {problem}"
+    return f"Invalid {kind} message via WebSocket: {problem}"
+
+
+def invalid_data_channel_message(label: str, problem: str, kind: str | None = None) -> str:
+    """Message of ``INTERNAL_ERROR`` when Sora sent something unusable on a DataChannel."""
+    what = "message" if kind is None else f"{kind} message"
+    return f"Invalid {what} on DataChannel {label!r}: {problem}"
+
+
+def unexpected_message(kind: str, transport: str) -> str:
+    """Message of ``INTERNAL_ERROR`` for a message that cannot come at this point."""
+    return f"Unexpected {kind} message via {transport} before the offer"
 
 
 CLOSED_WEBSOCKET_ONLY = "Succeeded to close WebSocket (DC signaling is not enabled)"

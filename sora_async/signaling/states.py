@@ -81,7 +81,8 @@ def _connected(connected: State) -> dict[str, frozenset[State]]:
         "reoffer_failed": _to(S.CLOSING, S.CLOSED),
         "peer_connection_state": _to(connected, S.CLOSED),
         "data_channel_opened": _to(connected),
-        "data_channel_message": _to(connected, S.CLOSING),  # DC "close"
+        # DC "close"; an unusable message from Sora (CLOSING, or CLOSED without a transport)
+        "data_channel_message": _to(connected, S.CLOSING, S.CLOSED),
         "data_channel_closed": _to(connected, S.CLOSED),
         "stats_collected": _to(connected),
         "timer_fired": _to(connected, S.CLOSED),
@@ -119,23 +120,30 @@ TRANSITIONS: Final[Mapping[State, Mapping[str, frozenset[State]]]] = {
     },
     S.NEGOTIATING: {
         **_connected(S.NEGOTIATING),
-        # own connection.created (WS) completes "connected"; "switched" stays here
-        "websocket_message": _to(S.NEGOTIATING, S.CONNECTED_WS, S.CONNECTED_DC),
+        # own connection.created (WS) completes "connected"; "switched" stays here;
+        # an unusable message from Sora starts the disconnect sequence
+        "websocket_message": _to(
+            S.NEGOTIATING, S.CONNECTED_WS, S.CONNECTED_DC, S.CLOSING, S.CLOSED
+        ),
         "websocket_closed": _to(S.NEGOTIATING, S.CLOSING, S.CLOSED),
         "offer_applied": _to(S.NEGOTIATING),
         "offer_failed": _to(S.CLOSING, S.CLOSED),
         "peer_connection_state": _to(S.NEGOTIATING, S.CONNECTED_WS, S.CONNECTED_DC, S.CLOSED),
-        "data_channel_message": _to(S.NEGOTIATING, S.CONNECTED_WS, S.CONNECTED_DC, S.CLOSING),
+        "data_channel_message": _to(
+            S.NEGOTIATING, S.CONNECTED_WS, S.CONNECTED_DC, S.CLOSING, S.CLOSED
+        ),
         "data_channel_closed": _to(S.NEGOTIATING, S.CLOSED),
     },
     S.CONNECTED_WS: {
         **_connected(S.CONNECTED_WS),
-        "websocket_message": _to(S.CONNECTED_WS, S.CONNECTED_DC),  # "switched"
+        # "switched"; an unusable message from Sora
+        "websocket_message": _to(S.CONNECTED_WS, S.CONNECTED_DC, S.CLOSING, S.CLOSED),
         "websocket_closed": _to(S.CONNECTED_WS, S.CLOSED),
     },
     S.CONNECTED_DC: {
         **_connected(S.CONNECTED_DC),
-        "websocket_message": _to(S.CONNECTED_DC),  # ping keeps coming if the WS stays
+        # ping keeps coming if the WS stays; an unusable message from Sora
+        "websocket_message": _to(S.CONNECTED_DC, S.CLOSING, S.CLOSED),
         # ignored (ignore_disconnect_websocket) / reported over DC / server close 1000
         "websocket_closed": _to(S.CONNECTED_DC, S.CLOSING, S.CLOSED),
     },

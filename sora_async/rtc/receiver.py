@@ -1,0 +1,703 @@
+"""The receive side of one m-section: RTP → frames → decoder → :class:`RemoteTrack`.
+
+An :class:`RtpReceiver` gets the packets the peer routed to its mid. Each
+SSRC has its own :class:`InboundStream` (frame assembly with
+:class:`~sora_async.codecs.FrameAssembler`, RFC 3550 reception statistics,
+NACK bookkeeping), so several SSRCs on one receiver never corrupt each
+other. One of them at a time feeds the decoder: when the SFU switches a
+simulcast layer (a new SSRC), the receiver moves over at the new stream's
+first key frame and keeps decoding.
+
+::
+
+    RTP ─► RTX unwrap ─► InboundStream (stats, NACK, assembler) ─► EncodedFrame
+      ─► decode queue (bounded) ─► transform hook (identity unless set)
+      ─► decoder on the codec pool (one job in flight per receiver)
+      ─► RemoteTrack queue (video: newest wins; audio: bounded, oldest dropped)
+
+Loss: missing packets are NACKed at once and again every 100 ms up to ten
+times (RTX or plain retransmissions both work); when a frame is lost for good
+the assembler drops what depends on it and a PLI is sent, at most one per
+0.5 s per stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import struct
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import (
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpSrPacket,
+    RtpPacket,
+    pack_rtcp_packet,
+)
+
+from ..codecs.assembler import FrameAssembler
+from ..codecs.base import DecodeError, Decoder, EncodedFrame
+from ..codecs.registry import create_depacketizer
+from ..enums import TrackState
+from ._workers import CodecJobs, Mailbox, seq_newer
+from .sdp import NegotiatedCodec
+
+logger = logging.getLogger("sora_async.rtc")
+
+FrameTransform = Callable[[EncodedFrame], Awaitable[EncodedFrame | None]]
+SendPacket = Callable[[bytes], Awaitable[bool]]
+DecoderFactory = Callable[[NegotiatedCodec], Decoder]
+
+#: Decoded frames a :class:`RemoteTrack` keeps for a slow consumer: video keeps
+#: the newest two (latency stays bounded), audio 1 s of 20 ms frames.
+VIDEO_TRACK_QUEUE = 2
+AUDIO_TRACK_QUEUE = 50
+#: Encoded frames waiting for the decoder; beyond that (video) everything
+#: queued is dropped and a key frame requested: the decoder cannot keep up.
+VIDEO_DECODE_QUEUE = 30
+AUDIO_DECODE_QUEUE = 50
+#: NACK policy (libwebrtc's NackRequester has similar limits).
+NACK_INTERVAL = 0.1
+NACK_MAX_RETRIES = 10
+NACK_MAX_AGE = 500  # packets behind the newest
+#: At most one PLI per stream per this many seconds.
+PLI_INTERVAL = 0.5
+#: A stream that sent nothing for this long may be replaced by another SSRC at once.
+STREAM_IDLE = 1.0
+
+
+class RemoteTrack(MediaStreamTrack):
+    """A media track received from another connection of the channel.
+
+    ``stream_id`` is the ``a=msid`` stream id Sora gives it, i.e. the sending
+    connection's ``connection_id``; ``mid`` is its m-section. :meth:`recv`
+    returns decoded ``av.VideoFrame``/``av.AudioFrame`` objects (48 kHz s16
+    stereo audio; pts on the RTP clock from 0) and raises
+    ``aiortc.mediastreams.MediaStreamError`` once the track ended. It is an
+    aiortc ``MediaStreamTrack``, so aiortc's recorders and relays take it;
+    ``track`` returns the object itself for code written against the former
+    wrapper.
+
+    Example::
+
+        conn.on("track", lambda track: asyncio.create_task(show(track)))
+
+        async def show(track):
+            while True:
+                frame = await track.recv()
+                print(track.kind, frame)
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        track_id: str | None,
+        stream_id: str | None,
+        mid: str | None,
+        queue_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.kind = kind
+        if track_id:
+            self._id = track_id
+        self.stream_id = stream_id
+        self.mid = mid
+        size = queue_size or (VIDEO_TRACK_QUEUE if kind == "video" else AUDIO_TRACK_QUEUE)
+        self._frames: Mailbox[av.frame.Frame] = Mailbox(size)
+        self._receiver: RtpReceiver | None = None
+        self._enabled = True
+
+    @property
+    def track(self) -> RemoteTrack:
+        """The track itself (kept for callers of the former ``RemoteTrack.track``)."""
+        return self
+
+    @property
+    def state(self) -> TrackState:
+        """LIVE until the stream leaves the channel or the connection ends."""
+        return TrackState.LIVE if self.readyState == "live" else TrackState.ENDED
+
+    @property
+    def enabled(self) -> bool:
+        """False after ``set_enabled(False)``: frames are decoded but not delivered."""
+        return self._enabled
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Pause (False) or resume delivery; decoding goes on so resuming is instant."""
+        self._enabled = bool(enabled)
+        if not self._enabled:
+            self._frames.clear()
+
+    @property
+    def frames_dropped(self) -> int:
+        """Decoded frames dropped because the consumer read too slowly."""
+        return self._frames.dropped
+
+    async def recv(self) -> av.frame.Frame:
+        """The next decoded frame; raises ``MediaStreamError`` once the track ended."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        try:
+            return await self._frames.get()
+        except EOFError:
+            raise MediaStreamError from None
+
+    async def ended(self) -> None:
+        """Wait until the track ends (its stream left the channel, or the connection ended)."""
+        if self.readyState == "ended":
+            return
+        ended = asyncio.Event()
+        self.once("ended", ended.set)
+        await ended.wait()
+
+    def set_frame_transformer(self, transform: FrameTransform | None) -> None:
+        """Run ``await transform(frame)`` on each encoded frame before decoding.
+
+        The hook point of the encoded-transform API: ``transform`` gets an
+        :class:`~sora_async.codecs.EncodedFrame` and returns it (possibly with
+        new ``data``) or None to drop it. None removes the hook.
+        """
+        if self._receiver is not None:
+            self._receiver.transform = transform
+
+    def stop(self) -> None:
+        """End the track (also what the engine does when its stream leaves).
+
+        Frames not read yet are dropped: an ended track holds no media.
+        """
+        self._frames.close()
+        self._frames.clear()
+        super().stop()
+
+    def _deliver(self, frame: av.frame.Frame) -> None:
+        if self._enabled and self.readyState == "live":
+            self._frames.put(frame)
+
+    def __repr__(self) -> str:
+        return (
+            f"RemoteTrack(kind={self.kind!r}, id={self.id!r}, stream_id={self.stream_id!r}, "
+            f"mid={self.mid!r})"
+        )
+
+
+class NackTracker:
+    """Which sequence numbers are missing, and which to NACK now (with limits)."""
+
+    def __init__(self) -> None:
+        self.max_seq: int | None = None
+        #: seq -> [first missing time, last NACK time, NACKs sent]
+        self.missing: dict[int, list[float]] = {}
+
+    def add(self, seq: int, now: float) -> list[int]:
+        """Record a received packet; returns sequence numbers newly found missing."""
+        if self.max_seq is None:
+            self.max_seq = seq
+            return []
+        if not seq_newer(seq, self.max_seq):
+            self.missing.pop(seq, None)  # a retransmission or a late packet
+            return []
+        gap = (seq - self.max_seq - 1) & 0xFFFF
+        new: list[int] = []
+        if gap > NACK_MAX_AGE:
+            self.missing.clear()  # a jump: NACKing it all would be useless (PLI instead)
+        else:
+            for offset in range(1, gap + 1):
+                missing = (self.max_seq + offset) & 0xFFFF
+                self.missing[missing] = [now, now, 1]
+                new.append(missing)
+        self.max_seq = seq
+        for old in [s for s in self.missing if (seq - s) & 0xFFFF > NACK_MAX_AGE]:
+            del self.missing[old]
+        return new
+
+    def due(self, now: float, interval: float = NACK_INTERVAL) -> list[int]:
+        """Missing packets whose NACK should be repeated now; gives up after the limit."""
+        out: list[int] = []
+        for seq, entry in list(self.missing.items()):
+            if entry[2] >= NACK_MAX_RETRIES:
+                del self.missing[seq]
+            elif now - entry[1] >= interval:
+                entry[1] = now
+                entry[2] += 1
+                out.append(seq)
+        return out
+
+
+def nack_packet(sender_ssrc: int, media_ssrc: int, lost: Sequence[int]) -> bytes:
+    """A generic NACK (RFC 4585 §6.2.1), wrap-around safe (aiortc's is not)."""
+    payload = struct.pack("!LL", sender_ssrc, media_ssrc)
+    ordered = sorted(set(lost), key=lambda s: (s - lost[0]) & 0xFFFF)
+    index = 0
+    while index < len(ordered):
+        pid = ordered[index]
+        blp = 0
+        index += 1
+        while index < len(ordered):
+            distance = (ordered[index] - pid - 1) & 0xFFFF
+            if distance >= 16:
+                break
+            blp |= 1 << distance
+            index += 1
+        payload += struct.pack("!HH", pid, blp)
+    return pack_rtcp_packet(RTCP_RTPFB, RTCP_RTPFB_NACK, payload)
+
+
+class InboundStream:
+    """One SSRC arriving at a receiver: assembly, statistics, loss recovery."""
+
+    def __init__(self, receiver: RtpReceiver, ssrc: int, codec: NegotiatedCodec) -> None:
+        self.receiver = receiver
+        self.ssrc = ssrc
+        self.codec = codec
+        #: The RID extension's value on this stream, when the sender sets it.
+        self.rid: str | None = None
+        self.assembler = self._assembler(codec)
+        self.nack = NackTracker()
+        # RFC 3550 A.1/A.3/A.8 reception statistics
+        self.base_seq: int | None = None
+        self.max_seq = 0
+        self.cycles = 0
+        self.packets_received = 0
+        self.bytes_received = 0
+        self.header_bytes_received = 0
+        self.retransmitted_packets_received = 0
+        self.jitter = 0.0  # RTP timestamp units
+        self._last_transit: int | None = None
+        self._expected_prior = 0
+        self._received_prior = 0
+        self.last_packet_time = 0.0
+        self.last_packet_ms = 0.0
+        self.last_sr = 0
+        self.last_sr_time = 0.0
+        self.remote_packets_sent = 0
+        self.remote_bytes_sent = 0
+        # decoding and feedback
+        self.frames_decoded = 0
+        self.key_frames_decoded = 0
+        self.frames_dropped = 0
+        self.decode_errors = 0
+        self.total_decode_time = 0.0
+        self.frame_width = 0
+        self.frame_height = 0
+        self.nack_count = 0
+        self.pli_count = 0
+        self.last_pli = float("-inf")
+        self.fps = _RateWindow()
+        self.total_samples_received = 0
+
+    @staticmethod
+    def _assembler(codec: NegotiatedCodec) -> FrameAssembler:
+        window = 3 if codec.kind == "audio" else 8
+        return FrameAssembler(create_depacketizer(codec.name), reorder_window=window)
+
+    def set_codec(self, codec: NegotiatedCodec) -> None:
+        """The payload type moved to another codec: start assembling afresh."""
+        if codec.name != self.codec.name:
+            self.assembler = self._assembler(codec)
+        self.codec = codec
+
+    def observe(self, packet: RtpPacket, size: int, arrival_ms: int, retransmitted: bool) -> None:
+        self.last_packet_time = time.monotonic()
+        self.last_packet_ms = time.time() * 1000.0
+        self.packets_received += 1
+        self.bytes_received += len(packet.payload)
+        self.header_bytes_received += max(0, size - len(packet.payload))
+        if retransmitted:
+            self.retransmitted_packets_received += 1
+            return
+        seq = packet.sequence_number
+        if self.base_seq is None:
+            self.base_seq = seq
+            self.max_seq = seq
+        elif seq_newer(seq, self.max_seq):
+            if seq < self.max_seq:
+                self.cycles += 1 << 16
+            self.max_seq = seq
+        arrival = arrival_ms * self.codec.clock_rate // 1000
+        transit = arrival - packet.timestamp
+        if self._last_transit is not None:
+            delta = abs(transit - self._last_transit)
+            if delta < 1 << 31:  # not across a timestamp wrap or a stream restart
+                self.jitter += (delta - self.jitter) / 16
+        self._last_transit = transit
+
+    @property
+    def packets_expected(self) -> int:
+        if self.base_seq is None:
+            return 0
+        return self.cycles + self.max_seq - self.base_seq + 1
+
+    @property
+    def packets_lost(self) -> int:
+        return max(-(1 << 23), min((1 << 23) - 1, self.packets_expected - self.packets_received))
+
+    def report(self) -> RtcpReceiverInfo | None:
+        """A report block for our next RR (RFC 3550 §6.4.1)."""
+        if self.base_seq is None:
+            return None
+        expected = self.packets_expected
+        expected_interval = expected - self._expected_prior
+        received_interval = self.packets_received - self._received_prior
+        self._expected_prior, self._received_prior = expected, self.packets_received
+        lost_interval = expected_interval - received_interval
+        fraction = 0
+        if expected_interval > 0 and lost_interval > 0:
+            fraction = min(255, (lost_interval << 8) // expected_interval)
+        dlsr = int((time.monotonic() - self.last_sr_time) * 65536) if self.last_sr_time else 0
+        return RtcpReceiverInfo(
+            ssrc=self.ssrc,
+            fraction_lost=fraction,
+            packets_lost=self.packets_lost,
+            highest_sequence=(self.cycles + self.max_seq) & 0xFFFFFFFF,
+            jitter=int(self.jitter),
+            lsr=self.last_sr,
+            dlsr=dlsr,
+        )
+
+
+class _RateWindow:
+    def __init__(self) -> None:
+        self._times: list[float] = []
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        self._times.append(now)
+        if len(self._times) > 240:
+            del self._times[:120]
+
+    @property
+    def rate(self) -> float:
+        now = time.monotonic()
+        return float(sum(1 for t in self._times if now - t <= 1.0))
+
+
+class _TimestampMapper:
+    """RTP timestamps → pts from 0, unwrapped, continuous across SSRC switches."""
+
+    def __init__(self, step: int) -> None:
+        self._step = step
+        self._ssrc: int | None = None
+        self._last_in = 0
+        self._last_out: int | None = None
+        self._offset = 0
+
+    def map(self, ssrc: int, timestamp: int) -> int:
+        if self._last_out is None:
+            self._offset = -timestamp
+        elif ssrc != self._ssrc:
+            self._offset = self._last_out + self._step - timestamp
+        else:
+            delta = (timestamp - self._last_in) & 0xFFFFFFFF
+            if delta >= 1 << 31:
+                delta -= 1 << 32  # reordered (older) timestamp
+            return self._emit(ssrc, timestamp, self._last_out + delta)
+        return self._emit(ssrc, timestamp, timestamp + self._offset)
+
+    def _emit(self, ssrc: int, timestamp: int, out: int) -> int:
+        self._ssrc, self._last_in = ssrc, timestamp
+        self._last_out = max(out, 0)
+        return self._last_out
+
+
+class RtpReceiver:
+    """Receives one m-section's media and feeds its :class:`RemoteTrack`."""
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        mid: str,
+        codecs: Sequence[NegotiatedCodec],
+        track: RemoteTrack,
+        send_rtcp: SendPacket,
+        rtcp_ssrc: int,
+        decoder_factory: DecoderFactory,
+        transform: FrameTransform | None = None,
+    ) -> None:
+        self.kind = kind
+        self.mid = mid
+        self.track = track
+        track._receiver = self
+        self.transform = transform
+        self._send_rtcp = send_rtcp
+        self._rtcp_ssrc = rtcp_ssrc
+        self._decoder_factory = decoder_factory
+        self._codecs: dict[int, NegotiatedCodec] = {}
+        self._rtx: dict[int, int] = {}
+        self.update(codecs)
+        self.streams: dict[int, InboundStream] = {}
+        #: RTX SSRC -> media SSRC (from a=ssrc-group:FID, or learnt)
+        self.rtx_ssrcs: dict[int, int] = {}
+        self._active: InboundStream | None = None
+        self._queue: Mailbox[tuple[InboundStream, EncodedFrame]] = Mailbox(
+            (VIDEO_DECODE_QUEUE if kind == "video" else AUDIO_DECODE_QUEUE) + 1
+        )
+        self._needs_keyframe = False
+        self._decoders: dict[str, Decoder] = {}
+        self._jobs = CodecJobs()
+        self._clock = 90000 if kind == "video" else 48000
+        self._timestamps = _TimestampMapper(3000 if kind == "video" else 960)
+        self._worker: asyncio.Task[None] | None = asyncio.ensure_future(self._decode_loop())
+        self._stopped = False
+
+    @property
+    def codecs(self) -> list[NegotiatedCodec]:
+        return list(self._codecs.values())
+
+    def update(self, codecs: Sequence[NegotiatedCodec]) -> None:
+        """(Re-)negotiated codecs of the m-section."""
+        self._codecs = {c.payload_type: c for c in codecs}
+        self._rtx = {
+            c.rtx_payload_type: c.payload_type for c in codecs if c.rtx_payload_type is not None
+        }
+
+    def accepts_payload_type(self, payload_type: int) -> bool:
+        return payload_type in self._codecs or payload_type in self._rtx
+
+    # --- RTP -----------------------------------------------------------------------
+
+    async def handle_rtp(self, packet: RtpPacket, size: int, arrival_ms: int) -> None:
+        """One packet routed to this m-section (on the event loop; quick)."""
+        if self._stopped:
+            return
+        retransmitted = False
+        if packet.payload_type in self._rtx:
+            media_ssrc = self.rtx_ssrcs.get(packet.ssrc)
+            if media_ssrc is None:
+                media_ssrc = self._guess_media_ssrc(packet)
+                if media_ssrc is None:
+                    return
+                self.rtx_ssrcs[packet.ssrc] = media_ssrc
+            if len(packet.payload) < 2:
+                return  # padding-only probe
+            original_pt = self._rtx[packet.payload_type]
+            packet = RtpPacket(
+                payload_type=original_pt,
+                marker=packet.marker,
+                sequence_number=struct.unpack_from("!H", packet.payload)[0],
+                timestamp=packet.timestamp,
+                ssrc=media_ssrc,
+                payload=packet.payload[2:],
+            )
+            retransmitted = True
+        codec = self._codecs.get(packet.payload_type)
+        if codec is None:
+            return
+        stream = self.streams.get(packet.ssrc)
+        if stream is None:
+            stream = self.streams[packet.ssrc] = InboundStream(self, packet.ssrc, codec)
+        elif stream.codec.payload_type != codec.payload_type:
+            stream.set_codec(codec)
+        stream.observe(packet, size, arrival_ms, retransmitted)
+        if not retransmitted and packet.extensions.rtp_stream_id:
+            stream.rid = packet.extensions.rtp_stream_id
+        now = time.monotonic()
+        if codec.nack:
+            missing = stream.nack.add(packet.sequence_number, now)
+            if missing:
+                await self._send_nack(stream, missing)
+        for assembled in stream.assembler.add(
+            packet.sequence_number, packet.timestamp, bool(packet.marker), packet.payload
+        ):
+            frame = assembled.frame
+            frame.payload_type = codec.payload_type
+            frame.ssrc = stream.ssrc
+            self._enqueue(stream, frame)
+        if stream.assembler.keyframe_needed:
+            await self.request_keyframe(stream)
+
+    def _guess_media_ssrc(self, packet: RtpPacket) -> int | None:
+        """The media SSRC an unannounced RTX SSRC repairs: by repaired RID, or the only one."""
+        rid = packet.extensions.repaired_rtp_stream_id
+        if rid is not None:
+            for stream in self.streams.values():
+                if stream.rid == rid:
+                    return stream.ssrc
+        if len(self.streams) == 1:
+            return next(iter(self.streams))
+        return None
+
+    def _enqueue(self, stream: InboundStream, frame: EncodedFrame) -> None:
+        active = self._active
+        if active is not stream:
+            idle = active is None or time.monotonic() - active.last_packet_time > STREAM_IDLE
+            if not (frame.is_keyframe or idle):
+                # Another SSRC while the current one is alive: an SFU layer switch
+                # starts with a key frame of the new layer; wait for it.
+                stream.frames_dropped += 1
+                stream.assembler.keyframe_needed = True
+                return
+            if active is not None:
+                logger.debug("mid %s: SSRC %d -> %d", self.mid, active.ssrc, stream.ssrc)
+            self._active = stream
+        if self._needs_keyframe:
+            if not frame.is_keyframe:
+                stream.frames_dropped += 1
+                return
+            self._needs_keyframe = False
+        if self.kind == "video" and len(self._queue) >= VIDEO_DECODE_QUEUE:
+            # The decoder is behind: drop the backlog (it would only add latency)
+            # and restart from a key frame.
+            stream.frames_dropped += self._queue.clear()
+            self._needs_keyframe = True
+            stream.assembler.keyframe_needed = True
+            if not frame.is_keyframe:
+                stream.frames_dropped += 1
+                return
+            self._needs_keyframe = False
+        if len(self._queue) >= self._queue.capacity:
+            stream.frames_dropped += 1
+        self._queue.put((stream, frame))
+
+    async def _send_nack(self, stream: InboundStream, lost: Sequence[int]) -> None:
+        stream.nack_count += 1
+        await self._send_rtcp(nack_packet(self._rtcp_ssrc, stream.ssrc, lost))
+
+    async def request_keyframe(self, stream: InboundStream | None = None) -> None:
+        """Send a PLI for ``stream`` (default: the one being decoded), throttled."""
+        stream = stream or self._active
+        if stream is None or self.kind != "video":
+            return
+        now = time.monotonic()
+        if now - stream.last_pli < PLI_INTERVAL:
+            return
+        stream.last_pli = now
+        stream.pli_count += 1
+        stream.assembler.keyframe_requested()
+        pli = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=self._rtcp_ssrc, media_ssrc=stream.ssrc)
+        await self._send_rtcp(bytes(pli))
+
+    # --- RTCP ------------------------------------------------------------------------
+
+    def handle_sender_report(self, packet: RtcpSrPacket) -> None:
+        stream = self.streams.get(packet.ssrc)
+        if stream is None:
+            return
+        stream.last_sr = (packet.sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF
+        stream.last_sr_time = time.monotonic()
+        stream.remote_packets_sent = packet.sender_info.packet_count
+        stream.remote_bytes_sent = packet.sender_info.octet_count
+
+    def reports(self) -> list[RtcpReceiverInfo]:
+        """Report blocks for every stream heard from."""
+        return [r for s in self.streams.values() if (r := s.report()) is not None]
+
+    async def tick(self, now: float) -> None:
+        """Periodic work: repeat NACKs, keep asking for a key frame while one is needed."""
+        for stream in list(self.streams.values()):
+            if now - stream.last_packet_time > STREAM_IDLE:
+                continue  # a stream that stopped (e.g. the SFU switched layers away)
+            if stream.codec.nack:
+                due = stream.nack.due(now)
+                if due:
+                    await self._send_nack(stream, due)
+            waiting = self._needs_keyframe and stream is self._active
+            if stream.assembler.keyframe_needed or waiting:
+                await self.request_keyframe(stream)
+
+    # --- decoding ---------------------------------------------------------------------
+
+    async def _decode_loop(self) -> None:
+        try:
+            while True:
+                try:
+                    stream, frame = await self._queue.get()
+                except EOFError:
+                    return
+                if self.transform is not None:
+                    try:
+                        transformed = await self.transform(frame)
+                    except Exception:
+                        logger.exception("mid %s: frame transform failed", self.mid)
+                        continue
+                    if transformed is None:
+                        continue
+                    frame = transformed
+                try:
+                    decoded, elapsed = await self._jobs.run(self._decode, stream.codec, frame)
+                except DecodeError as exc:
+                    stream.decode_errors += 1
+                    logger.debug("mid %s: %s", self.mid, exc)
+                    if self.kind == "video":
+                        self._needs_keyframe = True
+                        await self.request_keyframe(stream)
+                    continue
+                except Exception:
+                    logger.exception("mid %s: decoder failed", self.mid)
+                    stream.decode_errors += 1
+                    continue
+                stream.total_decode_time += elapsed
+                self._deliver(stream, frame, decoded)
+        except asyncio.CancelledError:
+            raise
+
+    def _decode(self, codec: NegotiatedCodec, frame: EncodedFrame) -> tuple[list[Any], float]:
+        """Runs on the codec pool."""
+        decoder = self._decoders.get(codec.name)
+        if decoder is None:
+            decoder = self._decoders[codec.name] = self._decoder_factory(codec)
+        started = time.perf_counter()
+        frames = list(decoder.decode(frame))
+        return frames, time.perf_counter() - started
+
+    def _deliver(self, stream: InboundStream, encoded: EncodedFrame, frames: list[Any]) -> None:
+        for frame in frames:
+            pts = self._timestamps.map(stream.ssrc, encoded.timestamp)
+            frame.pts = pts
+            frame.time_base = fractions.Fraction(1, self._clock)
+            if isinstance(frame, av.VideoFrame):
+                stream.frames_decoded += 1
+                if encoded.is_keyframe:
+                    stream.key_frames_decoded += 1
+                stream.frame_width, stream.frame_height = frame.width, frame.height
+                stream.fps.tick()
+            elif isinstance(frame, av.AudioFrame):
+                stream.total_samples_received += frame.samples
+            self.track._deliver(frame)
+
+    def decoder_implementation(self, stream: InboundStream) -> str | None:
+        decoder = self._decoders.get(stream.codec.name)
+        return decoder.implementation_name if decoder is not None else None
+
+    # --- teardown ---------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Stop decoding and end the track. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.track.stop()
+        self._queue.close()
+        self._queue.clear()
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.cancel()
+            try:
+                await worker
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self._jobs.drain()  # a decode may still run on the pool
+        for stream in self.streams.values():
+            stream.assembler.reset()  # buffered packets; the counters stay for stats
+            stream.nack.missing.clear()
+        self.track._receiver = None
+        decoders = list(self._decoders.values())
+        self._decoders.clear()
+        for decoder in decoders:
+            try:
+                decoder.close()
+            except Exception:
+                logger.debug("closing a decoder failed", exc_info=True)
+
+
+__all__ = ["InboundStream", "NackTracker", "RemoteTrack", "RtpReceiver", "nack_packet"]

@@ -1,0 +1,871 @@
+"""The send side of one m-section: source frames → encoder(s) → RTP.
+
+An :class:`RtpSender` pulls frames from its source (any object with ``kind``
+and an aiortc-style ``async recv()`` returning ``av.VideoFrame``/
+``av.AudioFrame``, or ``av.Packet`` for pre-encoded media; aiortc
+``MediaStreamTrack`` objects work as they are) and feeds one
+:class:`SendLayer` per encoding. A plain sender has one layer; a simulcast
+sender has one per rid (``r0``/``r1``/``r2``), each with its own SSRC (+ RTX
+SSRC), encoder, scale, bit rate, frame-rate cap, sequence numbers and
+retransmission history, so RTCP (NACK, PLI/FIR, receiver reports) is handled
+per layer and a key-frame request for one layer does not touch the others.
+
+Per layer, frame by frame::
+
+    source.recv() ─► mailbox (newest wins) ─► scale + encode on the codec pool
+      ─► EncodedFrame ─► transform hook (identity unless set) ─► packetize
+      ─► RTP (marker, timestamp, sequence, MID/RID/abs-send-time/audio level)
+      ─► history (for NACK → RTX) ─► SRTP
+
+At most one frame per layer is being encoded; a frame that arrives while
+the encoder is busy replaces the one waiting (video), so an encoder that
+falls behind drops frames instead of building latency. Bit rate follows REMB
+and is changed in place where the codec layer supports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import av
+import numpy as np
+from aiortc import clock
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    HeaderExtensionsMap,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSenderInfo,
+    RtcpSrPacket,
+    RtpPacket,
+    unpack_remb_fci,
+    wrap_rtx,
+)
+from av.video.reformatter import VideoReformatter
+
+from ..codecs.base import EncodedFrame, Encoder, Packetizer
+from ..codecs.registry import create_packetizer
+from ._workers import CodecJobs, Mailbox, random_ssrc
+from .sdp import EXT_ABS_SEND_TIME, EXT_AUDIO_LEVEL, EXT_MID, EXT_RID, EXT_RRID, NegotiatedCodec
+
+logger = logging.getLogger("sora_async.rtc")
+
+#: An encoded-frame transform between encoder and packetizer (the encoded
+#: transform issue plugs in here); returning None drops the frame.
+FrameTransform = Callable[[EncodedFrame], Awaitable[EncodedFrame | None]]
+SendPacket = Callable[[bytes], Awaitable[bool]]
+#: ``factory(codec, layer) -> Encoder``; the peer builds it from the codec
+#: preference, the negotiated fmtp and the bit rates.
+EncoderFactory = Callable[[NegotiatedCodec, "SendLayer"], Encoder]
+
+#: RTP payload budget: 1200 bytes keeps SRTP + IP/UDP + TURN under common MTUs.
+MAX_PAYLOAD_SIZE = 1200
+#: Retransmission history per layer: ~1 s of 3 Mbps video.
+VIDEO_HISTORY = 512
+AUDIO_HISTORY = 64
+#: Audio frames waiting for the encoder before the oldest is dropped (~200 ms).
+AUDIO_QUEUE = 10
+#: libwebrtc's simulcast table (``kSimulcastFormats``, simulcast.cc): for a layer of at
+#: least this many pixels, its max bit rate in kbps. Used when the offer gives none.
+SIMULCAST_MAX_KBPS = (
+    (1920 * 1080, 5000),
+    (1280 * 720, 2500),
+    (960 * 540, 1200),
+    (640 * 360, 700),
+    (480 * 270, 450),
+    (320 * 180, 200),
+    (0, 200),
+)
+#: A layer counts as bandwidth-limited when REMB holds it this far under its max.
+_BANDWIDTH_LIMITED = 0.9
+
+
+def single_stream_max_bitrate(width: int, height: int) -> int:
+    """libwebrtc's default max bit rate (bps) of a non-simulcast stream of this size
+    (``GetMaxDefaultVideoBitrateKbps``, webrtc_video_engine.cc); 0x0 means unknown yet."""
+    pixels = width * height
+    if not pixels:
+        return 2_500_000
+    if pixels <= 320 * 240:
+        return 600_000
+    if pixels <= 640 * 480:
+        return 1_700_000
+    if pixels <= 960 * 540:
+        return 2_000_000
+    return 2_500_000
+
+
+def default_max_bitrate(width: int, height: int) -> int:
+    """libwebrtc's max bit rate (bps) for a simulcast layer of this size."""
+    pixels = width * height
+    for minimum, kbps in SIMULCAST_MAX_KBPS:
+        if pixels >= minimum:
+            return kbps * 1000
+    return 200_000
+
+
+@dataclass
+class EncodingParameters:
+    """One W3C ``RTCRtpEncodingParameters`` entry as Sora's ``offer.encodings`` carries it.
+
+    Example::
+
+        EncodingParameters.from_offer({"rid": "r0", "scaleResolutionDownBy": 4,
+                                       "maxBitrate": 150000, "active": True})
+    """
+
+    rid: str | None = None
+    active: bool = True
+    scale_resolution_down_by: float | None = None
+    #: ``scaleResolutionDownTo`` (``maxWidth``/``maxHeight``).
+    max_width: int | None = None
+    max_height: int | None = None
+    max_bitrate: int | None = None  # bps
+    max_framerate: float | None = None
+    scalability_mode: str | None = None
+
+    @classmethod
+    def from_offer(cls, encoding: Mapping[str, Any]) -> EncodingParameters:
+        """Read one ``encodings`` entry; unknown keys are ignored (§6.1)."""
+
+        def number(key: str) -> float | None:
+            value = encoding.get(key)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return None
+            return float(value) if value > 0 else None
+
+        down_to = encoding.get("scaleResolutionDownTo")
+        max_width = max_height = None
+        if isinstance(down_to, Mapping):
+            width, height = down_to.get("maxWidth"), down_to.get("maxHeight")
+            max_width = int(width) if isinstance(width, int | float) and width > 0 else None
+            max_height = int(height) if isinstance(height, int | float) and height > 0 else None
+        bitrate = number("maxBitrate")
+        rid = encoding.get("rid")
+        mode = encoding.get("scalabilityMode")
+        return cls(
+            rid=str(rid) if rid is not None else None,
+            active=encoding.get("active", True) is not False,
+            scale_resolution_down_by=number("scaleResolutionDownBy"),
+            max_width=max_width,
+            max_height=max_height,
+            max_bitrate=int(bitrate) if bitrate else None,
+            max_framerate=number("maxFramerate"),
+            scalability_mode=str(mode) if isinstance(mode, str) else None,
+        )
+
+    def size_for(self, width: int, height: int) -> tuple[int, int]:
+        """The encoded size for a source of ``width`` x ``height`` (even, at least 2x2)."""
+        w, h = float(width), float(height)
+        scale = self.scale_resolution_down_by or 1.0
+        if scale > 1.0:
+            w, h = w / scale, h / scale
+        if self.max_width or self.max_height:
+            factor = min(
+                1.0,
+                (self.max_width or w) / w if w else 1.0,
+                (self.max_height or h) / h if h else 1.0,
+            )
+            w, h = w * factor, h * factor
+        return max(2, int(w) & ~1), max(2, int(h) & ~1)
+
+
+class _QualityLimitation:
+    """``qualityLimitationReason`` and ``qualityLimitationDurations`` (seconds)."""
+
+    def __init__(self) -> None:
+        self.reason = "none"
+        self.durations = {"none": 0.0, "cpu": 0.0, "bandwidth": 0.0, "other": 0.0}
+        self.resolution_changes = 0
+        self._since = time.monotonic()
+
+    def set(self, reason: str) -> None:
+        now = time.monotonic()
+        self.durations[self.reason] += now - self._since
+        self._since = now
+        self.reason = reason
+
+    def snapshot(self) -> dict[str, float]:
+        durations = dict(self.durations)
+        durations[self.reason] += time.monotonic() - self._since
+        return durations
+
+
+class _RateWindow:
+    """Events per second over the last second (``framesPerSecond``)."""
+
+    def __init__(self) -> None:
+        self._times: collections.deque[float] = collections.deque()
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._times.append(now)
+        while self._times and now - self._times[0] > 1.0:
+            self._times.popleft()
+
+    @property
+    def rate(self) -> float:
+        now = time.monotonic()
+        while self._times and now - self._times[0] > 1.0:
+            self._times.popleft()
+        return float(len(self._times))
+
+
+@dataclass
+class RemoteReport:
+    """What the last receiver report said about one of our SSRCs (``remote-inbound-rtp``)."""
+
+    packets_lost: int = 0
+    fraction_lost: float = 0.0
+    jitter: float = 0.0  # seconds
+    round_trip_time: float | None = None
+    total_round_trip_time: float = 0.0
+    round_trip_time_measurements: int = 0
+    timestamp: float = 0.0  # ms
+
+
+class SendLayer:
+    """One RTP stream of a sender: a simulcast rid, or the only stream."""
+
+    def __init__(
+        self,
+        sender: RtpSender,
+        params: EncodingParameters,
+        ssrc: int,
+        rtx_ssrc: int | None,
+    ) -> None:
+        self.sender = sender
+        self.params = params
+        self.ssrc = ssrc
+        self.rtx_ssrc = rtx_ssrc
+        self.encoder: Encoder | None = None
+        self.reformatter = VideoReformatter()
+        self.packetizer: Packetizer | None = None
+        self.sequence = random.randint(0, 0xFFFF)
+        self.rtx_sequence = random.randint(0, 0xFFFF)
+        self.timestamp_offset = random.randint(0, 0xFFFFFFFF)
+        self.history: collections.OrderedDict[int, RtpPacket] = collections.OrderedDict()
+        self.mailbox: Mailbox[av.frame.Frame | av.Packet] = Mailbox(
+            1 if sender.kind == "video" else AUDIO_QUEUE
+        )
+        self.task: asyncio.Task[None] | None = None
+        self.jobs = CodecJobs()
+        self.force_keyframe = False
+        self.target_bitrate = 0
+        self.max_bitrate = 0
+        self.last_accept = 0.0
+        self.started_talkspurt = True
+        # counters (W3C outbound-rtp names in the stats)
+        self.packets_sent = 0
+        self.bytes_sent = 0
+        self.header_bytes_sent = 0
+        self.retransmitted_packets_sent = 0
+        self.retransmitted_bytes_sent = 0
+        self.frames_encoded = 0
+        self.key_frames_encoded = 0
+        self.frames_sent = 0
+        self.frames_dropped = 0
+        self.total_encode_time = 0.0
+        self.encode_time_ewma = 0.0
+        self.nack_count = 0
+        self.pli_count = 0
+        self.fir_count = 0
+        self.frame_width = 0
+        self.frame_height = 0
+        self.fps = _RateWindow()
+        self.quality = _QualityLimitation()
+        self.remote = RemoteReport()
+        self.remote_received = False
+        # sender report bookkeeping
+        self.last_rtp_timestamp: int | None = None
+        self.last_send_time = 0.0
+        self._sr_sent: collections.OrderedDict[int, float] = collections.OrderedDict()
+
+    @property
+    def rid(self) -> str | None:
+        return self.params.rid
+
+    @property
+    def active(self) -> bool:
+        return self.params.active
+
+    # --- encoding -------------------------------------------------------------
+
+    def encode(self, frame: av.frame.Frame, force_keyframe: bool) -> list[EncodedFrame]:
+        """Runs on the codec pool: scale for this layer, then encode."""
+        assert self.encoder is not None
+        if isinstance(frame, av.VideoFrame):
+            width, height = self.params.size_for(frame.width, frame.height)
+            if (width, height) != (frame.width, frame.height):
+                # A reformatter of our own: PyAV caches one per frame, and the
+                # layers of a simulcast sender scale the same frame in parallel.
+                frame = self.reformatter.reformat(frame, width=width, height=height)
+            elif len(self.sender.layers) > 1:
+                # Encoders write pts/pict_type into the frame: other layers share it.
+                frame = copy_video_frame(frame)
+        started = time.perf_counter()
+        encoded = self.encoder.encode(frame, force_keyframe)
+        elapsed = time.perf_counter() - started
+        self.total_encode_time += elapsed
+        self.encode_time_ewma = 0.9 * self.encode_time_ewma + 0.1 * elapsed
+        return encoded
+
+    def apply_target_bitrate(self, bitrate: int) -> None:
+        """Set the encoder's target in place (REMB); tracks bandwidth limitation."""
+        self.target_bitrate = int(bitrate)
+        if self.encoder is not None:
+            self.encoder.target_bitrate = self.target_bitrate
+        limited = self.max_bitrate and self.target_bitrate < _BANDWIDTH_LIMITED * self.max_bitrate
+        if self.sender.kind == "video":
+            if limited and self.quality.reason != "bandwidth":
+                self.quality.set("bandwidth")
+            elif not limited and self.quality.reason == "bandwidth":
+                self.quality.set("none")
+
+    def note_cpu(self, frame_interval: float) -> None:
+        """CPU limitation: encoding takes most of the frame interval (libwebrtc's
+        overuse detector uses encode time against capture interval the same way)."""
+        if self.sender.kind != "video" or self.quality.reason == "bandwidth":
+            return
+        busy = frame_interval > 0 and self.encode_time_ewma > 0.85 * frame_interval
+        if busy and self.quality.reason != "cpu":
+            self.quality.set("cpu")
+        elif not busy and self.quality.reason == "cpu":
+            self.quality.set("none")
+
+    # --- RTP ----------------------------------------------------------------------
+
+    def next_sequence(self) -> int:
+        sequence = self.sequence
+        self.sequence = (self.sequence + 1) & 0xFFFF
+        return sequence
+
+    def remember(self, packet: RtpPacket) -> None:
+        self.history[packet.sequence_number] = packet
+        limit = VIDEO_HISTORY if self.sender.kind == "video" else AUDIO_HISTORY
+        while len(self.history) > limit:
+            self.history.popitem(last=False)
+
+    def sender_report(self) -> RtcpSrPacket | None:
+        if self.last_rtp_timestamp is None:
+            return None
+        ntp = clock.current_ntp_time()
+        elapsed = time.monotonic() - self.last_send_time
+        rtp_timestamp = (
+            self.last_rtp_timestamp + int(elapsed * self.sender.codec.clock_rate)
+        ) & 0xFFFFFFFF
+        middle = (ntp >> 16) & 0xFFFFFFFF
+        self._sr_sent[middle] = time.monotonic()
+        while len(self._sr_sent) > 8:
+            self._sr_sent.popitem(last=False)
+        return RtcpSrPacket(
+            ssrc=self.ssrc,
+            sender_info=RtcpSenderInfo(
+                ntp_timestamp=ntp,
+                rtp_timestamp=rtp_timestamp,
+                packet_count=self.packets_sent & 0xFFFFFFFF,
+                octet_count=self.bytes_sent & 0xFFFFFFFF,
+            ),
+        )
+
+    def handle_report(self, report: Any) -> None:
+        """A report block about this layer (RFC 3550 §6.4.1): loss, jitter, RTT."""
+        remote = self.remote
+        self.remote_received = True
+        remote.packets_lost = int(report.packets_lost)
+        remote.fraction_lost = report.fraction_lost / 256.0
+        remote.jitter = report.jitter / self.sender.codec.clock_rate
+        remote.timestamp = time.time() * 1000.0
+        sent = self._sr_sent.get(report.lsr) if report.lsr else None
+        if sent is not None:
+            rtt = time.monotonic() - sent - report.dlsr / 65536.0
+            if rtt >= 0:
+                remote.round_trip_time = rtt
+                remote.total_round_trip_time += rtt
+                remote.round_trip_time_measurements += 1
+
+
+def copy_video_frame(frame: av.VideoFrame) -> av.VideoFrame:
+    """A deep copy made from the planes' buffers only (safe while other threads read it)."""
+    copy = av.VideoFrame(frame.width, frame.height, frame.format.name)
+    for source, target in zip(frame.planes, copy.planes, strict=True):
+        rows = source.height
+        data = np.frombuffer(memoryview(source), np.uint8)[: rows * source.line_size]
+        data = data.reshape(rows, source.line_size)[:, : min(source.line_size, target.line_size)]
+        out = np.zeros((rows, target.line_size), np.uint8)
+        out[:, : data.shape[1]] = data
+        target.update(out.tobytes())
+    copy.pts = frame.pts
+    if frame.time_base is not None:
+        copy.time_base = frame.time_base
+    return copy
+
+
+def audio_level(frame: av.AudioFrame) -> int:
+    """RFC 6464/6465 level of a frame: 0 (loud) .. 127 (silence), as -dBov."""
+    samples = frame.to_ndarray()
+    if samples.dtype == np.int16:
+        values = samples.astype(np.float64) / 32768.0
+    elif samples.dtype == np.int32:
+        values = samples.astype(np.float64) / 2147483648.0
+    else:
+        values = samples.astype(np.float64)
+    if values.size == 0:
+        return 127
+    rms = math.sqrt(float(np.mean(values * values)))
+    if rms <= 0:
+        return 127
+    return int(min(127, max(0, round(-20 * math.log10(rms)))))
+
+
+class RtpSender:
+    """Sends one source on one m-section, on one or more layers.
+
+    ``send`` writes a packet to the transport. Created by the peer when a
+    send m-section is negotiated; :meth:`start` runs it until :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        mid: str,
+        source: Any,
+        codec: NegotiatedCodec,
+        extensions: Sequence[tuple[int, str]],
+        encodings: Sequence[EncodingParameters],
+        send: SendPacket,
+        cname: str,
+        encoder_factory: EncoderFactory,
+        taken_ssrcs: set[int],
+        max_bitrate: int | None = None,
+        bitrate_cap: int | None = None,
+        transform: FrameTransform | None = None,
+    ) -> None:
+        self.kind = kind
+        self.mid = mid
+        self.source = source
+        self.codec = codec
+        self.cname = cname
+        self.stream_id = ""
+        self.transform = transform
+        self._send = send
+        self._encoder_factory = encoder_factory
+        self._max_bitrate = max_bitrate
+        self._bitrate_cap = bitrate_cap
+        self._ext_ids = dict((uri, ext_id) for ext_id, uri in extensions)
+        self._extensions_map = extensions_map(extensions)
+        self._taken = taken_ssrcs
+        self.layers: list[SendLayer] = []
+        for params in encodings or [EncodingParameters()]:
+            rtx = random_ssrc(taken_ssrcs) if codec.rtx_payload_type is not None else None
+            self.layers.append(SendLayer(self, params, random_ssrc(taken_ssrcs), rtx))
+        if codec.rtx_payload_type is None:
+            for layer in self.layers:
+                layer.rtx_ssrc = None
+        self._pump_task: asyncio.Task[None] | None = None
+        self._started = False
+        self._stopped = False
+        self._remb: int | None = None
+        # media-source stats
+        self.source_frames = 0
+        self.source_width = 0
+        self.source_height = 0
+        self.source_fps = _RateWindow()
+        self.source_audio_level = 0.0
+        self.source_audio_energy = 0.0
+        self.source_audio_duration = 0.0
+        self._configure_layers()
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    @property
+    def simulcast(self) -> bool:
+        return any(layer.rid for layer in self.layers)
+
+    def layer_by_ssrc(self, ssrc: int) -> SendLayer | None:
+        return next((layer for layer in self.layers if ssrc in (layer.ssrc, layer.rtx_ssrc)), None)
+
+    @property
+    def ssrcs(self) -> list[int]:
+        out: list[int] = []
+        for layer in self.layers:
+            out.append(layer.ssrc)
+            if layer.rtx_ssrc is not None:
+                out.append(layer.rtx_ssrc)
+        return out
+
+    def start(self) -> None:
+        """Start pulling from the source and sending (idempotent)."""
+        if self._started or self._stopped:
+            return
+        self._started = True
+        for layer in self.layers:
+            layer.task = asyncio.ensure_future(self._run_layer(layer))
+        self._pump_task = asyncio.ensure_future(self._pump())
+
+    async def stop(self) -> None:
+        """Stop sending and release the encoders. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        tasks = [t for t in [self._pump_task, *(layer.task for layer in self.layers)] if t]
+        for layer in self.layers:
+            layer.mailbox.close()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for layer in self.layers:
+            await layer.jobs.drain()  # an encode may still run on the pool
+            if layer.encoder is not None:
+                encoder, layer.encoder = layer.encoder, None
+                try:
+                    encoder.close()
+                except Exception:  # a codec that fails to flush must not block teardown
+                    logger.debug("closing an encoder failed", exc_info=True)
+            layer.history.clear()
+        for layer in self.layers:
+            self._taken.discard(layer.ssrc)
+            if layer.rtx_ssrc is not None:
+                self._taken.discard(layer.rtx_ssrc)
+
+    def update(
+        self,
+        codec: NegotiatedCodec,
+        extensions: Sequence[tuple[int, str]],
+        encodings: Sequence[EncodingParameters] | None,
+    ) -> None:
+        """A re-offer kept this mid: re-apply codec, extensions and encodings (§5.6).
+
+        Layers keep their SSRCs; a codec change re-creates the encoders.
+        """
+        if (codec.name, codec.payload_type, codec.fmtp) != (
+            self.codec.name,
+            self.codec.payload_type,
+            self.codec.fmtp,
+        ):
+            for layer in self.layers:
+                layer.encoder = None
+                layer.packetizer = None
+        self.codec = codec
+        self._ext_ids = dict((uri, ext_id) for ext_id, uri in extensions)
+        self._extensions_map = extensions_map(extensions)
+        if encodings:
+            by_rid = {e.rid: e for e in encodings}
+            for layer in self.layers:
+                if layer.rid in by_rid:
+                    layer.params = by_rid[layer.rid]
+        if codec.rtx_payload_type is None:
+            for layer in self.layers:
+                layer.rtx_ssrc = None
+        self._configure_layers()
+
+    def _configure_layers(self) -> None:
+        for layer in self.layers:
+            if layer.packetizer is None:
+                layer.packetizer = create_packetizer(self.codec.name)
+            if layer.encoder is None:
+                layer.max_bitrate = self._layer_max_bitrate(layer, 0, 0)
+                layer.target_bitrate = layer.max_bitrate
+                layer.encoder = self._encoder_factory(self.codec, layer)
+        self._apply_bitrates()
+
+    def _layer_max_bitrate(self, layer: SendLayer, width: int, height: int) -> int:
+        """The encoding's ``maxBitrate``, else the connection's bit rate, else
+        libwebrtc's default for the size; never above the SDP's ``b=TIAS``/``b=AS``."""
+        if layer.params.max_bitrate:
+            bitrate = layer.params.max_bitrate
+        elif self.kind == "audio":
+            bitrate = self._max_bitrate or 64_000
+        elif self.simulcast:
+            bitrate = default_max_bitrate(*layer.params.size_for(width or 640, height or 360))
+        elif self._max_bitrate:
+            bitrate = self._max_bitrate
+        else:
+            bitrate = single_stream_max_bitrate(width, height)
+        return min(bitrate, self._bitrate_cap) if self._bitrate_cap else bitrate
+
+    # --- media ----------------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                try:
+                    item = await self.source.recv()
+                except MediaStreamError:
+                    return
+                now = time.monotonic()
+                self._note_source(item, now)
+                # Pre-encoded packets have one size: they go out on the first layer.
+                layers = self.layers[:1] if isinstance(item, av.Packet) else self.layers
+                for layer in layers:
+                    if not layer.active:
+                        continue
+                    cap = layer.params.max_framerate
+                    if cap and isinstance(item, av.VideoFrame):
+                        # 10 % slack so a 30 fps source is not cut to 15 fps by jitter
+                        if now - layer.last_accept < 0.9 / cap:
+                            continue
+                    layer.last_accept = now
+                    if len(layer.mailbox) >= layer.mailbox.capacity:
+                        layer.frames_dropped += 1
+                    layer.mailbox.put(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("mid %s: the %s source failed", self.mid, self.kind)
+
+    def _note_source(self, item: Any, now: float) -> None:
+        self.source_frames += 1
+        self.source_fps.tick(now)
+        if isinstance(item, av.VideoFrame):
+            if (item.width, item.height) != (self.source_width, self.source_height):
+                self.source_width, self.source_height = item.width, item.height
+                # Defaults depend on the size (libwebrtc's tables), known only now.
+                for layer in self.layers:
+                    layer.max_bitrate = self._layer_max_bitrate(layer, item.width, item.height)
+                self._apply_bitrates()
+        elif isinstance(item, av.AudioFrame):
+            level = audio_level(item)
+            linear = 10 ** (-level / 20)
+            duration = item.samples / item.sample_rate if item.sample_rate else 0.0
+            self.source_audio_level = linear
+            self.source_audio_energy += linear * linear * duration
+            self.source_audio_duration += duration
+
+    async def _run_layer(self, layer: SendLayer) -> None:
+        try:
+            while True:
+                try:
+                    item = await layer.mailbox.get()
+                except EOFError:
+                    return
+                if isinstance(item, av.Packet):
+                    frames = [self._packet_frame(item)]
+                else:
+                    force, layer.force_keyframe = layer.force_keyframe, False
+                    try:
+                        frames = await layer.jobs.run(layer.encode, item, force)
+                    except Exception as exc:
+                        logger.warning("mid %s: encoding failed: %r", self.mid, exc)
+                        await asyncio.sleep(0.1)  # do not spin on a broken encoder
+                        continue
+                    layer.note_cpu(1.0 / max(1.0, self.source_fps.rate or 30.0))
+                for frame in frames:
+                    await self._send_frame(layer, frame)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("mid %s: sending failed", self.mid)
+
+    def _packet_frame(self, packet: av.Packet) -> EncodedFrame:
+        clock_rate = self.codec.clock_rate
+        time_base = packet.time_base
+        timestamp = int((packet.pts or 0) * time_base * clock_rate) if time_base else 0
+        return EncodedFrame(
+            data=bytes(packet),
+            timestamp=timestamp & 0xFFFFFFFF,
+            codec=self.codec.name,
+            is_keyframe=bool(packet.is_keyframe),
+        )
+
+    async def _send_frame(self, layer: SendLayer, frame: EncodedFrame) -> None:
+        frame.payload_type = self.codec.payload_type
+        frame.ssrc = layer.ssrc
+        if layer.rid:
+            frame.codec_specific["rid"] = layer.rid
+        if self.kind == "video":
+            layer.frames_encoded += 1
+            if frame.is_keyframe:
+                layer.key_frames_encoded += 1
+            if frame.width:
+                if (frame.width, frame.height) != (layer.frame_width, layer.frame_height):
+                    if layer.frame_width:
+                        layer.quality.resolution_changes += 1
+                    layer.frame_width, layer.frame_height = frame.width, frame.height
+        if self.transform is not None:
+            transformed = await self.transform(frame)
+            if transformed is None:
+                return
+            frame = transformed
+        assert layer.packetizer is not None
+        try:
+            payloads = layer.packetizer.packetize(frame, MAX_PAYLOAD_SIZE)
+        except ValueError as exc:
+            logger.warning("mid %s: cannot packetize a frame: %s", self.mid, exc)
+            return
+        timestamp = (frame.timestamp + layer.timestamp_offset) & 0xFFFFFFFF
+        level = None
+        if self.kind == "audio" and EXT_AUDIO_LEVEL in self._ext_ids:
+            level = frame.audio_level
+            if level is None:
+                level = (
+                    int(-20 * math.log10(self.source_audio_level))
+                    if self.source_audio_level > 0
+                    else 127
+                )
+        for index, payload in enumerate(payloads):
+            if self.kind == "video":
+                marker = index == len(payloads) - 1
+            else:
+                # RFC 3551 §4.1: the marker starts a talkspurt (first packet, after DTX)
+                marker = layer.started_talkspurt
+                layer.started_talkspurt = False
+            packet = RtpPacket(
+                payload_type=self.codec.payload_type,
+                marker=int(marker),
+                sequence_number=layer.next_sequence(),
+                timestamp=timestamp,
+                ssrc=layer.ssrc,
+                payload=payload,
+            )
+            self._set_extensions(packet, layer.rid, repaired=False, audio_level=level)
+            data = packet.serialize(self._extensions_map)
+            layer.remember(packet)
+            if await self._send(data):
+                layer.packets_sent += 1
+                layer.bytes_sent += len(payload)
+                layer.header_bytes_sent += len(data) - len(payload)
+        layer.last_rtp_timestamp = timestamp
+        layer.last_send_time = time.monotonic()
+        if self.kind == "video":
+            layer.frames_sent += 1
+            layer.fps.tick()
+
+    def _set_extensions(
+        self, packet: RtpPacket, rid: str | None, *, repaired: bool, audio_level: int | None
+    ) -> None:
+        extensions = packet.extensions
+        if EXT_MID in self._ext_ids:
+            extensions.mid = self.mid
+        if rid:
+            if repaired:
+                extensions.rtp_stream_id = None
+                if EXT_RRID in self._ext_ids:
+                    extensions.repaired_rtp_stream_id = rid
+            elif EXT_RID in self._ext_ids:
+                extensions.rtp_stream_id = rid
+        if EXT_ABS_SEND_TIME in self._ext_ids:
+            extensions.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
+        if audio_level is not None:
+            extensions.audio_level = (False, audio_level)
+
+    # --- RTCP -----------------------------------------------------------------------
+
+    async def handle_rtcp(self, packet: Any) -> None:
+        """A feedback or report packet addressed to one of our SSRCs."""
+        if isinstance(packet, RtcpRrPacket | RtcpSrPacket):
+            for report in packet.reports:
+                layer = self.layer_by_ssrc(report.ssrc)
+                if layer is not None and report.ssrc == layer.ssrc:
+                    layer.handle_report(report)
+        elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            layer = self.layer_by_ssrc(packet.media_ssrc)
+            if layer is not None:
+                layer.nack_count += 1
+                for sequence in packet.lost:
+                    await self._retransmit(layer, sequence)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_PLI:
+            layer = self.layer_by_ssrc(packet.media_ssrc)
+            if layer is not None:
+                layer.pli_count += 1
+                layer.force_keyframe = True
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_FIR:
+            # FIR names its targets in 8-byte FCI entries (RFC 5104 §4.3.1.1).
+            fci = packet.fci
+            for offset in range(0, len(fci) - 7, 8):
+                layer = self.layer_by_ssrc(int.from_bytes(fci[offset : offset + 4], "big"))
+                if layer is not None:
+                    layer.fir_count += 1
+                    layer.force_keyframe = True
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                return
+            if any(self.layer_by_ssrc(ssrc) is not None for ssrc in ssrcs):
+                self._remb = bitrate
+                self._apply_bitrates()
+
+    async def _retransmit(self, layer: SendLayer, sequence: int) -> None:
+        original = layer.history.get(sequence)
+        if original is None:
+            return
+        packet = original
+        if layer.rtx_ssrc is not None and self.codec.rtx_payload_type is not None:
+            packet = wrap_rtx(
+                original,
+                payload_type=self.codec.rtx_payload_type,
+                sequence_number=layer.rtx_sequence,
+                ssrc=layer.rtx_ssrc,
+            )
+            layer.rtx_sequence = (layer.rtx_sequence + 1) & 0xFFFF
+            packet.extensions = type(original.extensions)(**vars(original.extensions))
+            self._set_extensions(packet, layer.rid, repaired=True, audio_level=None)
+        data = packet.serialize(self._extensions_map)
+        if await self._send(data):
+            layer.retransmitted_packets_sent += 1
+            layer.retransmitted_bytes_sent += len(original.payload)
+
+    def _apply_bitrates(self) -> None:
+        """Split the REMB estimate over the active layers, lowest first (as libwebrtc)."""
+        active = [layer for layer in self.layers if layer.active]
+        budget = self._remb
+        for layer in self.layers:
+            if not layer.active:
+                continue
+            if budget is None:
+                layer.apply_target_bitrate(layer.max_bitrate)
+                continue
+            share = min(layer.max_bitrate, budget) if layer is not active[-1] else budget
+            share = min(share, layer.max_bitrate)
+            layer.apply_target_bitrate(max(share, 30_000))
+            budget = max(0, budget - share)
+
+    def sender_reports(self) -> list[RtcpSrPacket]:
+        """One SR per layer that sent something."""
+        return [r for layer in self.layers if (r := layer.sender_report()) is not None]
+
+    @property
+    def available_bitrate(self) -> int | None:
+        """The last REMB estimate (bps), for ``availableOutgoingBitrate``."""
+        return self._remb
+
+
+def extensions_map(extensions: Sequence[tuple[int, str]]) -> HeaderExtensionsMap:
+    """aiortc's header-extension codec for ``(id, uri)`` pairs."""
+    extensions_map = HeaderExtensionsMap()
+    extensions_map.configure(
+        RTCRtpParameters(
+            headerExtensions=[
+                RTCRtpHeaderExtensionParameters(id=ext_id, uri=uri) for ext_id, uri in extensions
+            ]
+        )
+    )
+    return extensions_map
+
+
+__all__ = [
+    "EncodingParameters",
+    "FrameTransform",
+    "RtpSender",
+    "SendLayer",
+    "audio_level",
+    "default_max_bitrate",
+    "extensions_map",
+]

@@ -1,0 +1,342 @@
+"""One BUNDLE transport (ICE + DTLS/SRTP + SCTP) built from aiortc's ORTC objects.
+
+Used on both sides of a Sora session: by the dev server, which offers (ICE
+controlling, DTLS role from the client's ``a=setup``), and by the client
+engine, which answers (ICE controlled unless Sora is ICE-lite, ``a=setup:active``
+so the client is the DTLS client, and the SCTP association runs over that
+DTLS role, RFC 8841). Decrypted RTP/RTCP goes to callbacks unparsed and raw
+packets go out through :meth:`BundleTransport.send_rtp`; the aiortc internals
+this needs live in ``sora_async._aiortc_seam``.
+
+ICE servers: aioice uses one STUN and one TURN server at most
+(``aiortc-notes.md`` A.8), so :func:`select_ice_servers` picks them from a
+browser ``RTCConfiguration`` deliberately instead of letting aiortc take the
+first URL it happens to see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from aiortc.rtcconfiguration import RTCIceServer, RTCIceTransportPolicy
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsParameters
+from aiortc.rtcicetransport import (
+    RTCIceCandidate,
+    RTCIceGatherer,
+    RTCIceParameters,
+    RTCIceTransport,
+    candidate_from_aioice,
+    parse_stun_turn_uri,
+)
+from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
+from aiortc.sdp import candidate_from_sdp
+
+from .. import _aiortc_seam as seam
+from .._aiortc_seam import RawDtlsTransport
+
+logger = logging.getLogger("sora_async.rtc")
+
+#: Kept for the dev server, which imported it under this name.
+ForwardingDtlsTransport = RawDtlsTransport
+
+#: TURN transports aioice can use, best first: UDP relays media without TCP
+#: head-of-line blocking; TCP and then TLS get through restrictive firewalls.
+#: (``turns:`` over UDP, i.e. DTLS to the TURN server, is not supported by aioice.)
+_TURN_PREFERENCE = (("turn", "udp"), ("turn", "tcp"), ("turns", "tcp"))
+
+
+def select_ice_servers(config: Any) -> tuple[list[RTCIceServer], RTCIceTransportPolicy]:
+    """The ICE servers aioice will really use, from Sora's ``offer.config``.
+
+    ``config`` is a browser ``RTCConfiguration`` (``sora-protocol.md`` §3.1):
+    ``iceServers`` entries with ``urls`` (a string or a list), ``username`` and
+    ``credential``, and ``iceTransportPolicy``. aioice supports one STUN and
+    one TURN server, so this returns at most two single-URL servers: the first
+    STUN URL, and the first TURN URL in UDP → TCP → TLS order (Sora lists all
+    three for the same relay). Malformed URLs are skipped.
+    """
+    stun: RTCIceServer | None = None
+    turn: dict[tuple[str, str], RTCIceServer] = {}
+    policy = RTCIceTransportPolicy.ALL
+    if isinstance(config, Mapping):
+        for server in config.get("iceServers") or []:
+            if not isinstance(server, Mapping):
+                continue
+            urls = server.get("urls")
+            for url in [urls] if isinstance(urls, str) else list(urls or []):
+                if not isinstance(url, str):
+                    continue
+                try:
+                    parsed = parse_stun_turn_uri(url)
+                except ValueError:
+                    logger.warning("ignoring malformed ICE server URL %r", url)
+                    continue
+                if parsed["scheme"] == "stun" and stun is None:
+                    stun = RTCIceServer(urls=url)
+                elif parsed["scheme"] in ("turn", "turns"):
+                    key = (parsed["scheme"], parsed["transport"])
+                    if key in _TURN_PREFERENCE and key not in turn:
+                        turn[key] = RTCIceServer(
+                            urls=url,
+                            username=server.get("username"),
+                            credential=server.get("credential"),
+                        )
+        if config.get("iceTransportPolicy") == "relay":
+            policy = RTCIceTransportPolicy.RELAY
+    servers = [stun] if stun is not None else []
+    for key in _TURN_PREFERENCE:
+        if key in turn:
+            servers.append(turn[key])
+            break
+    return servers, policy
+
+
+class BundleTransport:
+    """ICE + DTLS + optional SCTP for one peer, offerer or answerer.
+
+    ``ice_addresses``: gather host candidates on these addresses only (the
+    dev server and hermetic tests use ``["127.0.0.1"]``); None gathers on every
+    interface, as aiortc does. ``on_state`` gets "connecting", "connected",
+    "failed" and "closed".
+
+    Example (the answering side)::
+
+        transport = BundleTransport(ice_controlling=False, on_state=print)
+        await transport.gather()
+        ...  # write the answer with transport.local_ice / local_dtls / local_candidates
+        transport.start(remote_ice, remote_dtls, candidates, dtls_role="client",
+                        sctp_port=5000, sctp_max_message_size=262144)
+    """
+
+    def __init__(
+        self,
+        *,
+        ice_addresses: Sequence[str] | None = None,
+        on_state: Callable[[str], None],
+        ice_controlling: bool = True,
+        ice_servers: Sequence[RTCIceServer] = (),
+        ice_transport_policy: RTCIceTransportPolicy = RTCIceTransportPolicy.ALL,
+    ) -> None:
+        self._ice_addresses = list(ice_addresses) if ice_addresses is not None else None
+        self._loopback_only = bool(self._ice_addresses) and all(
+            ipaddress.ip_address(a).is_loopback for a in self._ice_addresses or ()
+        )
+        self._on_state = on_state
+        self._certificate = RTCCertificate.generateCertificate()
+        self.gatherer = RTCIceGatherer(
+            iceServers=list(ice_servers), iceTransportPolicy=ice_transport_policy
+        )
+        self.ice = RTCIceTransport(self.gatherer)
+        seam.set_ice_controlling(self.ice, ice_controlling)
+        self.dtls = RawDtlsTransport(self.ice, [self._certificate])
+        self.sctp: RTCSctpTransport | None = None
+        self._started = False
+        self._stopped = False
+        self._start_task: asyncio.Task[None] | None = None
+        self.state = "new"
+        #: ``time.monotonic()`` of the last datagram received (STUN, DTLS, SRTP, SRTCP).
+        self.last_activity = time.monotonic()
+        self._receive_filter: Callable[[bytes], bool] | None = None
+
+        @self.dtls.on("statechange")
+        def _on_dtls_state() -> None:
+            self._set_state(
+                {"connected": "connected", "failed": "failed", "closed": "closed"}.get(
+                    self.dtls.state, self.state
+                )
+            )
+
+        @self.ice.on("statechange")
+        def _on_ice_state() -> None:
+            # aioice reports a lost consent (RFC 7675) as a closed connection,
+            # which aiortc turns into ICE "failed" (aiortc-notes.md A.8).
+            if self.ice.state == "failed":
+                self._set_state("failed")
+
+    def _set_state(self, state: str) -> None:
+        if state == self.state or self.state == "closed":
+            return
+        if self._stopped and state != "closed":
+            return
+        self.state = state
+        self._on_state(state)
+
+    async def gather(self) -> None:
+        """Gather local candidates (only on ``ice_addresses`` when given). Idempotent."""
+        if self.gatherer.state != "new":
+            return
+        if self._ice_addresses is None:
+            await self.gatherer.gather()
+        else:
+            await seam.gather_on_addresses(self.gatherer, self._ice_addresses)
+        seam.watch_ice_activity(self.ice, self._on_datagram)
+
+    def _on_datagram(self, data: bytes) -> bool:
+        if self._receive_filter is not None and not self._receive_filter(data):
+            return False
+        self.last_activity = time.monotonic()
+        return True
+
+    @property
+    def local_ice(self) -> RTCIceParameters:
+        return self.gatherer.getLocalParameters()
+
+    @property
+    def local_candidates(self) -> list[RTCIceCandidate]:
+        return self.gatherer.getLocalCandidates()
+
+    @property
+    def local_dtls(self) -> RTCDtlsParameters:
+        return self.dtls.getLocalParameters()
+
+    @property
+    def ice_role(self) -> str:
+        """``"controlling"`` or ``"controlled"``."""
+        return self.ice.role
+
+    def start(
+        self,
+        remote_ice: RTCIceParameters,
+        remote_dtls: RTCDtlsParameters,
+        remote_candidates: Sequence[RTCIceCandidate],
+        *,
+        dtls_role: str,
+        sctp_port: int | None,
+        sctp_max_message_size: int | None,
+        candidates_complete: bool = False,
+    ) -> None:
+        """Start ICE, then DTLS, then SCTP, in the background (idempotent).
+
+        ``candidates_complete``: the remote side said ``a=end-of-candidates``,
+        so ICE may fail once every pair failed instead of waiting for more.
+        """
+        if self._started or self._stopped:
+            return
+        self._started = True
+        self._set_state("connecting")
+        if sctp_port is not None:
+            self.sctp = RTCSctpTransport(self.dtls)
+        self._start_task = asyncio.ensure_future(
+            self._start(
+                remote_ice,
+                remote_dtls,
+                list(remote_candidates),
+                dtls_role,
+                sctp_port,
+                sctp_max_message_size,
+                candidates_complete,
+            )
+        )
+
+    async def _start(
+        self,
+        remote_ice: RTCIceParameters,
+        remote_dtls: RTCDtlsParameters,
+        remote_candidates: list[RTCIceCandidate],
+        dtls_role: str,
+        sctp_port: int | None,
+        sctp_max_message_size: int | None,
+        candidates_complete: bool,
+    ) -> None:
+        try:
+            for candidate in remote_candidates:
+                await self.add_remote_candidate(candidate)
+            if candidates_complete:
+                await self.ice.addRemoteCandidate(None)
+            await self.ice.start(remote_ice)
+            if self.ice.state != "completed":
+                self._set_state("failed")
+                return
+            self.dtls.set_role(dtls_role)
+            await self.dtls.start(remote_dtls)
+            if self.sctp is not None and sctp_port is not None:
+                caps = RTCSctpCapabilities(maxMessageSize=sctp_max_message_size or 65536)
+                await self.sctp.start(caps, sctp_port)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # DTLS handshake failure, ICE failure, ...
+            logger.info("transport failed: %r", exc)
+            self._set_state("failed")
+
+    async def add_remote_candidate(self, candidate: RTCIceCandidate) -> None:
+        """Add a remote candidate (offer, answer or trickled); unusable ones are skipped."""
+        if not self._usable_remote(candidate):
+            return
+        await self.ice.addRemoteCandidate(candidate)
+
+    def _usable_remote(self, candidate: RTCIceCandidate) -> bool:
+        # aioice pairs UDP only. When bound to loopback, never send connectivity
+        # checks elsewhere: tests must stay on 127.0.0.1 / ::1, and a peer on
+        # this machine reaches the loopback candidate anyway (it is then learnt
+        # as peer-reflexive).
+        if candidate.protocol.lower() != "udp":
+            return False
+        if not self._loopback_only:
+            return True
+        try:
+            return ipaddress.ip_address(candidate.ip).is_loopback
+        except ValueError:
+            return False  # mDNS names and the like
+
+    async def send_rtp(self, data: bytes) -> bool:
+        """Protect and send one RTP or RTCP packet; False if not connected."""
+        return await self.dtls.send_rtp(data)
+
+    def set_receive_filter(self, keep: Callable[[bytes], bool] | None) -> None:
+        """Simulate a lossy network: drop incoming datagrams ``keep`` returns False for.
+
+        Applied as they arrive, before ICE, DTLS and SRTP (RTP headers are
+        readable there); None removes it. For tests and diagnostics.
+        """
+        self._receive_filter = keep
+
+    @property
+    def counters(self) -> Mapping[str, int]:
+        """Datagrams and bytes sent and received (``transport`` stats)."""
+        return self.dtls.counters
+
+    def selected_pair(self) -> seam.CandidatePair | None:
+        """The nominated candidate pair once ICE completed."""
+        return seam.nominated_pair(self.ice)
+
+    async def stop(self) -> None:
+        """Close SCTP, DTLS and ICE; fires ``on_state("closed")``. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._start_task is not None and not self._start_task.done():
+            self._start_task.cancel()
+            try:
+                await self._start_task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self.sctp is not None:
+            await self.sctp.stop()
+        await self.dtls.stop()
+        await self.ice.stop()
+        self._set_state("closed")
+
+
+def parse_candidate(text: str) -> RTCIceCandidate:
+    """Parse ``candidate:...`` (with or without ``a=``) into an aiortc candidate."""
+    text = text.strip()
+    if text.startswith("a="):
+        text = text[2:]
+    if text.startswith("candidate:"):
+        text = text[len("candidate:") :]
+    return candidate_from_sdp(text)
+
+
+__all__ = [
+    "BundleTransport",
+    "ForwardingDtlsTransport",
+    "RawDtlsTransport",
+    "candidate_from_aioice",
+    "parse_candidate",
+    "select_ice_servers",
+]
