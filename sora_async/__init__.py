@@ -10,7 +10,8 @@
 
 __version__ = "0.1.0"
 
-from .connection import Connection, RemoteTrack
+from .connection import Connection
+from .rtc import RemoteTrack
 from .enums import (
     DisconnectCode,
     Role,

@@ -268,7 +268,8 @@ def remix(pcm: np.ndarray, channels: int) -> np.ndarray:
     if have == channels:
         return pcm
     if channels == 1:
-        return np.rint(pcm.mean(axis=1, keepdims=True)).astype(np.int16)
+        mono: np.ndarray = np.rint(pcm.mean(axis=1, keepdims=True)).astype(np.int16)
+        return mono
     if have == 1:
         return np.repeat(pcm, channels, axis=1)
     if channels < have:

@@ -99,7 +99,7 @@ class VideoFrame:
                     for plane in frame.planes
                 )
                 self._cache["planes"] = cached
-        return cached  # type: ignore[return-value]
+        return cached
 
     def to_ndarray(self, format: str = "bgr24") -> np.ndarray:
         """The frame as an ndarray in any PyAV/FFmpeg pixel ``format`` ("bgr24",
@@ -109,7 +109,7 @@ class VideoFrame:
             if cached is None:
                 cached = self.frame.to_ndarray(format=format)
                 self._cache[format] = cached
-        return cached  # type: ignore[no-any-return]
+        return cached
 
     def __reduce__(self) -> tuple[Any, ...]:
         y, u, v = self.planes()

@@ -62,13 +62,13 @@ class SoraVideoCodecPreference(VideoCodecPreference):
         sora = Sora(video_codec_preference=pref)
     """
 
-    Codec = _PreferenceCodec  # type: ignore[assignment]
+    Codec = _PreferenceCodec
     Parameters = PreferenceParameters
 
     def __init__(self, codecs: Iterable[PreferenceCodec] = ()) -> None:
         super().__init__(codecs)
 
-    @property  # type: ignore[override]
+    @property
     def codecs(self) -> list[PreferenceCodec]:
         """The entries, in preference order (the list itself: changes to it count)."""
         return self._codecs
