@@ -937,6 +937,19 @@ def test_disconnect_datachannel_only(compress: bool) -> None:
     assert ClosePeerConnection() in actions
 
 
+def test_peer_connection_failing_during_a_datachannel_disconnect_ends_it_once() -> None:
+    # found by tests/test_signaling_fuzz.py: CLOSING -> CLOSED on a PC failure
+    s = Session()
+    s.to_connected_dc(ignore=True)
+    s.proto.disconnect()
+    s.take()
+    s.proto.peer_connection_state("failed")
+    actions = s.take()
+    assert s.proto.state is State.CLOSED
+    assert len(disconnects(s.log)) == 1 and disconnects(actions)
+    assert ClosePeerConnection() in actions
+
+
 def test_disconnect_datachannel_only_timeout() -> None:
     s = Session(disconnect_wait_timeout=2)
     s.to_connected_dc(ignore=True)

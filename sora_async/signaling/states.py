@@ -152,6 +152,8 @@ TRANSITIONS: Final[Mapping[State, Mapping[str, frozenset[State]]]] = {
         "websocket_closed": _to(S.CLOSING, S.CLOSED),
         "data_channel_closed": _to(S.CLOSING, S.CLOSED),
         "timer_fired": _to(S.CLOSING, S.CLOSED),
+        # the DataChannels die with a failed peer connection: nothing left to wait for
+        "peer_connection_state": _to(S.CLOSING, S.CLOSED),
     },
     S.CLOSED: {name: _to(S.CLOSED) for name in INPUTS if name != "start"},
 }
