@@ -10,8 +10,9 @@ it, so every decoded frame comes with the data sent alongside it. This is
 the official ``SoraVideoFrameTransformer`` style: ``on_transform`` gets each
 frame, ``enqueue`` hands it back (possibly later, from any thread).
 
-Needs the encoded-transform API (``sora_async.VideoFrameTransformer``); if
-this build does not have it yet, the example says so and exits 7.
+The asyncio alternatives (a coroutine ``transform(frame) -> frame | None``, or
+``async for frame in transformer`` + ``await transformer.put(frame)``) are in
+:mod:`sora_async.transform`.
 """
 
 from __future__ import annotations
@@ -47,12 +48,7 @@ def strip_trailer(data: bytes) -> tuple[bytes, dict | None]:
 
 async def main() -> int:
     args = _common.parser(__doc__.splitlines()[0]).parse_args()
-    transformer_class = getattr(sora_async, "VideoFrameTransformer", None)
-    if transformer_class is None:
-        print(
-            "encoded transform is not available in this build (no sora_async.VideoFrameTransformer)"
-        )
-        return _common.UNSUPPORTED
+    transformer_class = sora_async.VideoFrameTransformer
     sent = 0
     received: list[dict] = []
 

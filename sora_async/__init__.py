@@ -11,7 +11,6 @@
 __version__ = "0.1.0"
 
 from .connection import Connection
-from .rtc import RemoteTrack
 from .enums import (
     DisconnectCode,
     Role,
@@ -20,6 +19,7 @@ from .enums import (
     TrackState,
 )
 from .errors import SoraConnectionError
+from .rtc import RemoteTrack
 
 __all__ = [
     "Connection",
@@ -33,10 +33,16 @@ __all__ = [
     "__version__",
 ]
 
-# Media I/O (issue 4): numpy in and out.
+# Media I/O (issue 4): numpy in and out; encoded transform (issue 7).
 from .audio_sink import AudioSink, AudioStreamSink
 from .audio_source import AudioSource
 from .frames import AudioFrame, VideoFrame
+from .transform import (
+    AudioFrameTransformer,
+    TransformableAudioFrame,
+    TransformableVideoFrame,
+    VideoFrameTransformer,
+)
 from .vad import VAD
 from .video_sink import VideoSink
 from .video_source import VideoSource
@@ -44,10 +50,14 @@ from .video_source import VideoSource
 __all__ += [
     "VAD",
     "AudioFrame",
+    "AudioFrameTransformer",
     "AudioSink",
     "AudioSource",
     "AudioStreamSink",
+    "TransformableAudioFrame",
+    "TransformableVideoFrame",
     "VideoFrame",
+    "VideoFrameTransformer",
     "VideoSink",
     "VideoSource",
 ]

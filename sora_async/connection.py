@@ -13,6 +13,7 @@ logged, never raised.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -47,7 +48,12 @@ class Connection(Emitter):
     keywords of the official ``Sora.create_connection`` with the same names
     and meaning (see :class:`~sora_async.options.ConnectionKeywords`); they are
     validated at once (``TypeError`` for an unknown keyword, ``ValueError``
-    naming the keyword for a bad value).
+    naming the keyword for a bad value). Beyond the official keywords:
+    ``video_codec_preference`` (ours, an official ``SoraVideoCodecPreference``
+    or its ``to_json()``), ``openh264`` (the path of Cisco's libopenh264 for
+    ``CISCO_OPENH264``, which the official API takes as ``Sora(openh264=...)``;
+    it is loaded at once, so a wrong path or version raises ``ValueError``) and
+    ``connect_timeout``.
 
     Example::
 
@@ -103,6 +109,8 @@ class Connection(Emitter):
         self._channel_counters: dict[str, stats.DataChannelCounters] = {}
         self._tracks: list[RemoteTrack] = []
         self._streams: set[_MessageStream] = set()
+        #: JSON-RPC requests sent on ``rpc`` awaiting their response, by ``id``.
+        self._rpc_pending: dict[Any, asyncio.Future[dict[str, Any]]] = {}
         self._outcome: asyncio.Future[None] | None = None
         self._closed = asyncio.Event()
 
@@ -182,6 +190,48 @@ class Connection(Emitter):
         if channel is not None and channel.bufferedAmount > _DATA_CHANNEL_HIGH_WATER:
             await _drained(channel)
         return bool(self._feed(self._protocol.send_data_channel, label, bytes(data)))
+
+    async def send_rpc(
+        self,
+        method: str,
+        params: Mapping[str, Any] | list[Any] | None = None,
+        id: int | str | None = None,
+    ) -> dict[str, Any] | None:
+        """Send a JSON-RPC 2.0 call on the ``rpc`` DataChannel (``sora-protocol.md`` §2.8).
+
+        ``method`` is ``"<version>/<API name>"``, e.g. ``"2025.2.0/RequestSimulcastRid"``
+        with ``{"rid": "r2"}``; Sora accepts the methods the offer lists in
+        ``rpc_methods`` and answers others with error -32601. With an ``id`` this
+        waits for the response object (``{"jsonrpc": "2.0", "id": ..., "result": ...}``
+        or ``..."error": {...}``; bound the wait with ``asyncio.timeout``); without
+        one it is a notification and returns None. Every ``rpc`` message also
+        fires the ``rpc(bytes)`` event.
+
+        Raises :class:`RuntimeError` when the offer did not grant the ``rpc``
+        label or its DataChannel is not open, and
+        :class:`~sora_async.SoraConnectionError` when the connection ends first.
+        """
+        request: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            request["params"] = params
+        waiter: asyncio.Future[dict[str, Any]] | None = None
+        if id is not None:
+            if id in self._rpc_pending:
+                raise ValueError(f"an RPC with id {id!r} is already waiting for its response")
+            request["id"] = id
+            waiter = asyncio.get_running_loop().create_future()
+        data = json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode()
+        if waiter is not None:
+            self._rpc_pending[id] = waiter
+        try:
+            if not self._feed(self._protocol.send_rpc, data):
+                raise RuntimeError("no open 'rpc' DataChannel (the offer grants none)")
+            if waiter is None:
+                return None
+            return await waiter
+        finally:
+            if waiter is not None:
+                self._rpc_pending.pop(id, None)
 
     def messages(self, label: str | None = None) -> AsyncIterator[tuple[str, bytes]]:
         """Messages received on ``#`` labels as ``(label, bytes)``, from now on.
@@ -317,14 +367,33 @@ class Connection(Emitter):
             label, data = args
             for stream in list(self._streams):
                 stream.deliver(label, data)
+        elif event == "rpc":
+            self._on_rpc_response(args[0])
         elif event == "disconnect":
             code, message = args
             if self._outcome is not None and not self._outcome.done():
                 self._outcome.set_exception(SoraConnectionError(code, message))
+            for waiter in self._rpc_pending.values():
+                if not waiter.done():
+                    waiter.set_exception(SoraConnectionError(code, message))
+                    waiter.exception()  # a caller may have given up already
             for stream in list(self._streams):
                 stream.end()
             self._closed.set()
         self.emit(event, *args)
+
+    def _on_rpc_response(self, payload: bytes) -> None:
+        try:
+            response = json.loads(payload)
+        except ValueError:
+            logger.warning("ignoring an 'rpc' message that is not JSON")
+            return
+        if not isinstance(response, dict):
+            return
+        key = response.get("id")
+        waiter = self._rpc_pending.get(key) if isinstance(key, int | str) else None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(response)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)

@@ -3,7 +3,8 @@
 :class:`Connection` takes every keyword of the official
 ``Sora.create_connection`` (``sora-sdk-reference.md`` §1.5) with the same name,
 type and meaning, plus ``video_h265_params`` (official 2025.5.2),
-``video_codec_preference`` and ``connect_timeout``. Everything is checked here,
+``video_codec_preference``, ``openh264`` (the official ``Sora(openh264=...)``)
+and ``connect_timeout``. Everything is checked here,
 before any network activity: an unknown keyword raises ``TypeError``; a wrong
 type or value raises ``ValueError`` naming the keyword.
 
@@ -19,6 +20,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import platform
 import ssl
 import urllib.parse
@@ -34,8 +36,7 @@ from .signaling.machine import SignalingConfig
 from .signaling.messages import is_signaling_url
 
 AUDIO_CODEC_TYPES: Final = frozenset({"OPUS"})
-#: What Sora accepts. aiortc itself encodes and decodes only VP8 and H264, so a
-#: connection that must send or receive video should pick one of those two.
+#: What Sora accepts; :mod:`sora_async.codecs` encodes and decodes all five.
 VIDEO_CODEC_TYPES: Final = frozenset({"VP8", "VP9", "AV1", "H264", "H265"})
 SIMULCAST_RIDS: Final = frozenset({"r0", "r1", "r2"})
 REQUEST_RIDS: Final = frozenset({"none", "r0", "r1", "r2"})
@@ -121,6 +122,7 @@ class ConnectionKeywords(TypedDict, total=False):
     degradation_preference: DegradationPreference | int | None
     user_agent: str | None
     video_codec_preference: Any
+    openh264: str | None
     connect_timeout: float | None
 
 
@@ -142,7 +144,7 @@ class ConnectionOptions:
     signaling_notify_metadata: Any = None
     audio_source: Any = None
     video_source: Any = None
-    #: Accepted for compatibility; sender-side encoded transforms are the media layer's.
+    #: Sender-side encoded transforms (:mod:`sora_async.transform`, issue 7).
     audio_frame_transformer: Any = None
     video_frame_transformer: Any = None
     audio: bool | None = None
@@ -187,11 +189,17 @@ class ConnectionOptions:
     proxy_password: str | None = None
     #: ``User-Agent`` of the proxy ``CONNECT`` request (default: the handshake's).
     proxy_agent: str | None = None
-    #: Accepted for compatibility; aiortc has no degradation control yet.
+    #: What the video sender gives up first when bits or CPU run short (issue 6,
+    #: :mod:`sora_async.rtc.degradation`); None: no adaptation.
     degradation_preference: DegradationPreference | None = None
     user_agent: str | None = None
-    #: Accepted for compatibility; codec selection is the media layer's.
+    #: Which codecs are offered and who encodes/decodes them: a
+    #: :class:`~sora_async.hwaccel.VideoCodecPreference`, an official
+    #: ``sora_sdk.SoraVideoCodecPreference`` (same shape), or its ``to_json()``.
     video_codec_preference: Any = None
+    #: Path of Cisco's libopenh264 for ``CISCO_OPENH264`` (not a ``create_connection``
+    #: keyword: the official API takes it as ``Sora(openh264=...)``).
+    openh264: str | None = None
     #: Overall deadline of ``Connection.connect()`` (not an official keyword).
     connect_timeout: float | None = None
 
@@ -636,6 +644,56 @@ def _anything(name: str, value: Any) -> Any:
     return value
 
 
+def _frame_transformer(name: str, value: Any) -> Any:
+    """Issue 7: an Audio/VideoFrameTransformer of the keyword's kind, or an async callable."""
+    from .transform import as_transformer
+
+    try:
+        return as_transformer(value, name.split("_", 1)[0], name)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _video_codec_preference(name: str, value: Any) -> Any:
+    """None, ours, its ``to_json()`` dict, or an object of the official shape.
+
+    The object itself is kept (the engine converts it when the offer comes);
+    here it is converted once so that a wrong one fails before any I/O.
+    """
+    if value is None:
+        return None
+    from .hwaccel.capability import VideoCodecPreference
+
+    if not isinstance(value, VideoCodecPreference | Mapping) and (
+        isinstance(value, str | bytes | int | float | list | tuple) or not hasattr(value, "codecs")
+    ):
+        raise _fail(
+            name, "a VideoCodecPreference (or sora_sdk.SoraVideoCodecPreference) or None", value
+        )
+    try:
+        VideoCodecPreference.coerce(value)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise ValueError(f"{name} cannot be used: {exc}") from None
+    return value
+
+
+def _openh264(name: str, value: Any) -> str | None:
+    """The path of Cisco's libopenh264, loaded here so that a wrong one fails at once."""
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value:
+        raise _fail(name, "the path of libopenh264 (a str) or None", value)
+    from .codecs.openh264 import OpenH264Error, OpenH264Library
+
+    try:
+        OpenH264Library.load(value)
+    except OpenH264Error as exc:
+        raise ValueError(f"{name} cannot be used: {exc}") from None
+    return value
+
+
 def _degradation_preference(name: str, value: Any) -> DegradationPreference | None:
     if value is None:
         return None
@@ -757,8 +815,8 @@ _VALIDATORS: Final[Mapping[str, Any]] = {
     "signaling_notify_metadata": _json,
     "audio_source": _track_source("audio"),
     "video_source": _track_source("video"),
-    "audio_frame_transformer": _anything,
-    "video_frame_transformer": _anything,
+    "audio_frame_transformer": _frame_transformer,
+    "video_frame_transformer": _frame_transformer,
     "audio": _optional_bool,
     "video": _optional_bool,
     "audio_codec_type": _choice(AUDIO_CODEC_TYPES),
@@ -797,7 +855,8 @@ _VALIDATORS: Final[Mapping[str, Any]] = {
     "proxy_agent": _header_value,
     "degradation_preference": _degradation_preference,
     "user_agent": _header_value,
-    "video_codec_preference": _anything,
+    "video_codec_preference": _video_codec_preference,
+    "openh264": _openh264,
     "connect_timeout": _optional_seconds,
 }
 _KEYWORD_NAMES: Final = frozenset(_VALIDATORS)
@@ -805,6 +864,7 @@ _KEYWORD_NAMES: Final = frozenset(_VALIDATORS)
 #: The keywords of the official ``create_connection`` (48, §1.5) plus ``video_h265_params``.
 OFFICIAL_KEYWORDS: Final = frozenset(f.name for f in dataclasses.fields(ConnectionOptions)) - {
     "video_codec_preference",
+    "openh264",
     "connect_timeout",
 }
 

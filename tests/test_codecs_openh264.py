@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ctypes.util
-import glob
-import os
 
 import pytest
 
@@ -17,27 +15,7 @@ from sora_async.codecs import (
 )
 from sora_async.codecs.openh264 import OpenH264Decoder, OpenH264Encoder, OpenH264Error
 from sora_async.codecs.pattern import video_frame
-
-
-def _find_openh264() -> str | None:
-    explicit = os.environ.get("OPENH264_PATH")
-    if explicit:
-        return explicit
-    for pattern in (
-        "/usr/lib/*/libopenh264.so*",
-        "/usr/lib/libopenh264.so*",
-        "/usr/local/lib/libopenh264*.so*",
-    ):
-        found = sorted(glob.glob(pattern))
-        if found:
-            return found[0]
-    return None
-
-
-OPENH264 = _find_openh264()
-needs_openh264 = pytest.mark.skipif(
-    OPENH264 is None, reason="no libopenh264 (apt install libopenh264-7)"
-)
+from tests.openh264_support import OPENH264, needs_openh264
 
 
 @needs_openh264

@@ -33,8 +33,6 @@ import av
 import numpy as np
 import pytest
 
-import sora_async
-from sora_async.compat._transform import send_transform_supported
 from sora_async.devserver import DevServer
 from tests.compat_harness import COMPAT, MODULES, OFFICIAL, ModuleClient
 
@@ -337,13 +335,6 @@ async def test_vad_sample(module: str, tmp_path: Path) -> None:
 
 
 async def test_encoded_transform_sample(module: str, tmp_path: Path) -> None:
-    if module == COMPAT and not send_transform_supported():
-        pytest.xfail(
-            "sora_async's core has no sender-side encoded-frame hook yet (issue 7): "
-            "Connection(audio_frame_transformer=/video_frame_transformer=) is not handed to "
-            "the senders (RtcOptions.from_connection_options), so the compat "
-            "create_connection raises NotImplementedError for transformers"
-        )
     ch = channel("transform")
     async with dev_server() as server:
         env = common_env(server, ch, 8)
@@ -420,12 +411,6 @@ async def test_encoded_transform_receiver_with_an_official_sender(
         pytest.skip("needs sora_sdk for the sending half")
     if module == OFFICIAL:
         pytest.skip("covered by test_encoded_transform_sample[sora_sdk]")
-    if not callable(getattr(sora_async.RemoteTrack, "set_frame_transformer", None)):
-        pytest.xfail(
-            "sora_async's core has no receive-side encoded-frame hook "
-            "(RemoteTrack.set_frame_transformer, issue 7): SoraMediaTrack.set_frame_transformer "
-            "raises NotImplementedError"
-        )
     ch = channel("transform-rx")
     async with dev_server() as server:
         env = common_env(server, ch, 8)
@@ -440,6 +425,36 @@ async def test_encoded_transform_receiver_with_an_official_sender(
                 await tx.wait_line(r"Connected: role=sendonly")
                 await tx.finish(teardown_crash_ok=True)  # the official sender
             out = await rx.finish()
+    counts = json.loads(re.search(r"Counts: (\{.*\})", out).group(1))  # type: ignore[union-attr]
+    assert counts["video_marked"] >= 10 and counts["audio_marked"] >= 50, counts
+    assert counts["unmarked"] == 0, counts
+    assert counts["decoded"] >= 10, counts
+
+
+async def test_encoded_transform_official_receiver_with_our_sender(
+    module: str, tmp_path: Path
+) -> None:
+    """The other direction of the test above: the sample's sending half on ``module``
+    (our encoded transform appends ``b"sora"``), its receiving half on the official SDK,
+    whose transformers check and strip it (issue 7: VP8 interop with ``sora_sdk``)."""
+    if OFFICIAL not in MODULES:
+        pytest.skip("needs sora_sdk for the receiving half")
+    if module == OFFICIAL:
+        pytest.skip("covered by test_encoded_transform_sample[sora_sdk]")
+    ch = channel("transform-tx")
+    async with dev_server() as server:
+        env = {**common_env(server, ch, 8), "SORA_VIDEO_CODEC_TYPE": "VP8"}
+        async with example(
+            "encoded_transform", OFFICIAL, tmp_path, SORA_ROLE="recvonly", **env
+        ) as rx:
+            await rx.wait_line(r"Connected: role=recvonly")
+            env = {**common_env(server, ch, 5), "SORA_VIDEO_CODEC_TYPE": "VP8"}
+            async with example(
+                "encoded_transform", module, tmp_path, SORA_ROLE="sendonly", **env
+            ) as tx:
+                await tx.wait_line(r"Connected: role=sendonly")
+                await tx.finish()
+            out = await rx.finish(teardown_crash_ok=True)  # the official receiver
     counts = json.loads(re.search(r"Counts: (\{.*\})", out).group(1))  # type: ignore[union-attr]
     assert counts["video_marked"] >= 10 and counts["audio_marked"] >= 50, counts
     assert counts["unmarked"] == 0, counts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import ssl
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -41,8 +42,37 @@ def connect(**keywords: Any) -> dict[str, Any]:
 def test_every_official_keyword_is_accepted() -> None:
     assert len(REFERENCE_KEYWORDS) == 48
     assert set(REFERENCE_KEYWORDS) | {"video_h265_params"} == OFFICIAL_KEYWORDS
-    # And the official test suite's SoraClient adds video_codec_preference.
-    Connection(URL, "recvonly", "ch", video_codec_preference=object(), connect_timeout=5)
+    # And the official test suite's SoraClient adds video_codec_preference: a
+    # foreign object of the official shape (.codecs of type/encoder/decoder).
+    official_shape = SimpleNamespace(
+        codecs=[SimpleNamespace(type="VP9", encoder="INTERNAL", decoder="INTERNAL")]
+    )
+    Connection(URL, "recvonly", "ch", video_codec_preference=official_shape, connect_timeout=5)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        object(),
+        "VP9",
+        3,
+        ["VP9"],
+        {"codecs": [{"type": "VP10"}]},
+        SimpleNamespace(codecs=[SimpleNamespace(type="VP9", encoder="NOPE", decoder=None)]),
+    ],
+)
+def test_a_wrong_video_codec_preference_fails_before_io(value: Any) -> None:
+    with pytest.raises(ValueError, match="video_codec_preference"):
+        Connection(URL, "recvonly", "ch", video_codec_preference=value)
+
+
+def test_openh264_is_a_path_checked_before_io(tmp_path: Any) -> None:
+    for value in (3, b"/x/libopenh264.so", ""):
+        with pytest.raises(ValueError, match="openh264 must be"):
+            Connection(URL, "recvonly", "ch", openh264=value)
+    with pytest.raises(ValueError, match="openh264 cannot be used: cannot load"):
+        Connection(URL, "recvonly", "ch", openh264=str(tmp_path / "libopenh264.so"))
+    assert "openh264" not in OFFICIAL_KEYWORDS
 
 
 def test_unknown_keywords_raise_type_error() -> None:

@@ -268,7 +268,7 @@ async def test_sendrecv_answer_to_a_sora_offer(peers: Any) -> None:
     assert any(line.startswith("a=candidate:") and " 127.0.0.1 " in line for line in audio)
     assert any(line.startswith("a=msid:") for line in audio)
     assert [line for line in audio if line.startswith("a=ssrc:")]
-    assert "a=rtcp-fb:111 transport-cc" not in audio  # not implemented, not answered
+    assert "a=rtcp-fb:111 transport-cc" in audio  # send-side estimation (issue 6)
 
     video = sections["1"]
     assert video[0] == "m=video 9 UDP/TLS/RTP/SAVPF 98 99"
@@ -280,7 +280,7 @@ async def test_sendrecv_answer_to_a_sora_offer(peers: Any) -> None:
     ]
     assert not any(line.startswith(("a=ssrc", "a=msid")) for line in video)
     assert f"a=extmap:10 {EXT_RID}" in video
-    assert not any(EXT_TRANSPORT_CC in line for line in video)
+    assert f"a=extmap:3 {EXT_TRANSPORT_CC}" in video
     assert "a=rtcp-fb:98 nack pli" in video and "a=rtcp-fb:98 goog-remb" in video
     assert "a=fmtp:99 apt=98" in video
 

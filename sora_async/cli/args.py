@@ -134,6 +134,11 @@ CONNECTION_OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ),
     ("--connect-timeout", "connect_timeout", {"type": _positive, "metavar": "SECONDS"}),
     (
+        "--openh264",
+        "openh264",
+        {"metavar": "PATH", "help": "Cisco's libopenh264: H.264 is then encoded and decoded by it"},
+    ),
+    (
         "--websocket-connection-timeout",
         "websocket_connection_timeout",
         {"type": _positive, "metavar": "SECONDS"},
@@ -331,4 +336,12 @@ def connection_keywords(
         keywords["degradation_preference"] = DegradationPreference[
             keywords["degradation_preference"]
         ]
+    if "openh264" in keywords:
+        # --openh264 means "encode and decode H.264 with it"; other codecs stay INTERNAL.
+        from ..hwaccel import VideoCodecImplementation, VideoCodecPreference
+
+        preference = VideoCodecPreference.default()
+        h264 = preference.codecs[preference.get_or_add("H264")]
+        h264.encoder = h264.decoder = VideoCodecImplementation.CISCO_OPENH264
+        keywords["video_codec_preference"] = preference
     return keywords

@@ -5,6 +5,8 @@ Usage::
     python -m sora_async.codecs.benchmark                      # 640x480 and 1280x720
     python -m sora_async.codecs.benchmark --sizes 320x240 --frames 30 --codecs VP9,AV1
     python -m sora_async.codecs.benchmark --implementation NVIDIA_VIDEO_CODEC_SDK
+    python -m sora_async.codecs.benchmark --codecs H264 --implementation CISCO_OPENH264 \
+        --openh264 /usr/lib/x86_64-linux-gnu/libopenh264.so.7
 
 For each codec it prints the encoder and decoder in use, ms/frame (mean and
 95th percentile), CPU (process CPU time over wall time, so 100 % = one core),
@@ -56,11 +58,14 @@ def run(
     frames: int,
     bitrate: int,
     implementation: str = "INTERNAL",
+    openh264: str | None = None,
 ) -> Result:
     """Encode ``frames`` frames of the test pattern, packetize, depacketize and decode them."""
     source = [video_frame(width, height, i) for i in range(frames)]
-    encoder = create_encoder(codec, implementation, settings=EncoderSettings(bitrate=bitrate))
-    decoder = create_decoder(codec, implementation)
+    encoder = create_encoder(
+        codec, implementation, settings=EncoderSettings(bitrate=bitrate), openh264=openh264
+    )
+    decoder = create_decoder(codec, implementation, openh264=openh264)
     packetizer, depacketizer = create_packetizer(codec), create_depacketizer(codec)
     force_at = frames // 2
     encode_times: list[float] = []
@@ -116,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--bitrate", type=int, default=1_500_000)
     parser.add_argument("--implementation", default="INTERNAL")
+    parser.add_argument("--openh264", metavar="PATH", help="libopenh264 for CISCO_OPENH264")
     args = parser.parse_args(argv)
     header = (
         f"{'codec':5} {'size':>9} {'encoder':>12} {'decoder':>9} {'enc ms':>7} {'p95':>6} "
@@ -133,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.frames,
                     args.bitrate,
                     args.implementation,
+                    args.openh264,
                 )
             except CodecUnavailableError as exc:
                 print(f"{codec:5} {size:>9} unavailable: {exc}")

@@ -19,6 +19,12 @@ checking that layer buffers are contiguous before following any pointer.
 
 OpenH264 encodes Constrained Baseline only and changes its bit rate in place
 (``ENCODER_OPTION_BITRATE``).
+
+The official ``sora_sdk`` 2025.4.0 is compiled against the 2.6 headers (its
+log says "OpenH264 version is 2.6", from the compile-time macros) and reads
+``SLayerBSInfo`` with the 2.6 layout: given Debian's 2.3.1 its *decoder*
+works (``sora_async`` → ``sora_sdk`` H.264 passes) but its *encoder* sends
+no decodable frame or crashes with SIGSEGV (``tests/test_openh264_media.py``).
 """
 
 from __future__ import annotations

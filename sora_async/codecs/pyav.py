@@ -266,7 +266,9 @@ class PyAVVideoEncoder(Encoder):
 
     # --- internals ----------------------------------------------------------
 
-    def _encode_one(self, frame: VideoFrame, force_keyframe: bool, rtp_ts: int) -> list[av.Packet[Any]]:
+    def _encode_one(
+        self, frame: VideoFrame, force_keyframe: bool, rtp_ts: int
+    ) -> list[av.Packet[Any]]:
         assert self._ctx is not None and self._setup is not None
         source = frame
         if frame.format.name != self._setup.pix_fmt:

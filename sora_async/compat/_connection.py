@@ -415,8 +415,10 @@ class Sora:
     """The factory of connections and sources (the official ``Sora``).
 
     Args:
-        openh264: path of Cisco's OpenH264 library (for ``CISCO_OPENH264``
-            in :func:`get_video_codec_capability`).
+        openh264: path of Cisco's OpenH264 library for ``CISCO_OPENH264``; every
+            connection gets it (``Connection(openh264=...)``). Unlike the official
+            client, which ignores a library it cannot load, ``create_connection``
+            then raises ``ValueError`` naming ``openh264``.
         video_codec_preference: the codecs every connection offers and who runs them.
         force_i420_conversion: accepted (official 2025.5 keyword); frames are
             always converted to I420 here.
@@ -586,6 +588,8 @@ class Sora:
                 )
         if self.video_codec_preference is not None:
             keywords["video_codec_preference"] = _as_core_preference(self.video_codec_preference)
+        if self.openh264 is not None:
+            keywords["openh264"] = self.openh264  # core Connection(openh264=...)
         given = {name: value for name, value in keywords.items() if value is not None}
         core = Connection(signaling_urls, role, channel_id, **given)
         return SoraConnection._create(_Session(self._runtime, core))

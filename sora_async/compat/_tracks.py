@@ -134,8 +134,8 @@ class SoraMediaTrack(SoraTrackInterface):
                 "SoraMediaTrack.set_frame_transformer: this sora_async core has no receive-side "
                 "encoded-frame hook (RemoteTrack.set_frame_transformer, issue 7)"
             )
-        hook = transformer._receiver_hook(self.kind)
-        self._runtime.call(lambda: self._track.set_frame_transformer(hook))
+        transformer._receiver_hook(self.kind)  # TypeError for the other kind, here
+        self._runtime.call(lambda: self._track.set_frame_transformer(transformer))
 
 
 class SoraAudioSource(SoraTrackInterface):

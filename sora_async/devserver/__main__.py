@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between WebSocket pings (default 5; 0 disables)",
     )
     parser.add_argument(
+        "--transport-cc",
+        action="store_true",
+        help="offer transport-cc on upstream media and send its feedback (default: REMB only)",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -80,6 +85,7 @@ def options_from_args(args: argparse.Namespace) -> DevServerOptions:
         data_channel_signaling_close_message=args.data_channel_signaling_close_message,
         connection_lifetime=args.connection_lifetime,
         ping_interval=args.ping_interval,
+        transport_cc=args.transport_cc,
     )
 
 

@@ -37,12 +37,15 @@ from aiortc.sdp import SessionDescription
 from pyee.asyncio import AsyncIOEventEmitter
 
 from ..rtc.transport import BundleTransport, parse_candidate
+from ..rtc.twcc import FeedbackRecorder
 from .forwarding import Egress, Ingress, IngressLayer
 from .rtp import parse_rtp
 from .sdp import (
     CODECS,
     EXT_RID,
+    EXT_TRANSPORT_CC,
     RTX_PAYLOAD_TYPES,
+    TRANSPORT_CC_URI,
     UPSTREAM_AUDIO_EXTENSIONS,
     UPSTREAM_VIDEO_EXTENSIONS,
     MediaSection,
@@ -54,6 +57,8 @@ from .sdp import (
 logger = logging.getLogger("sora_async.devserver")
 
 RTCP_INTERVAL = 1.0
+#: transport-cc feedback interval (libwebrtc: 50-250 ms)
+TWCC_INTERVAL = 0.1
 KEYFRAME_REQUESTS = (RTCP_PSFB_PLI, RTCP_PSFB_FIR)
 DEFAULT_REMB_BPS = 2_500_000
 #: Sora-like wait for the SCTP stream resets when closing DataChannels
@@ -146,6 +151,7 @@ class ServerPeer(AsyncIOEventEmitter):
         audio_opus_params: dict[str, Any] | None = None,
         ice_addresses: Sequence[str] | None = ("127.0.0.1",),
         connect_timeout: float = 30.0,
+        transport_cc: bool = False,
     ) -> None:
         super().__init__()
         if video_codec not in CODECS or video_codec == "OPUS":
@@ -163,6 +169,9 @@ class ServerPeer(AsyncIOEventEmitter):
         self.audio_opus_params = audio_opus_params
         self.connect_timeout = connect_timeout
         self.state = "new"
+        #: transport-cc on the client's upstream: offered, and fed back every 100 ms
+        self.transport_cc = transport_cc
+        self._twcc = FeedbackRecorder() if transport_cc else None
 
         self.mids: dict[str, str] = {}
         self.publications: list[Publication] = []
@@ -250,8 +259,9 @@ class ServerPeer(AsyncIOEventEmitter):
                 mid=mid,
                 direction="recvonly",
                 codec=codec,
-                extensions=UPSTREAM_AUDIO_EXTENSIONS,
+                extensions=UPSTREAM_AUDIO_EXTENSIONS + self._twcc_extension(),
                 fmtp=opus_fmtp(self.audio_opus_params),
+                transport_cc=self.transport_cc,
             )
         else:
             codec = CODECS[self.video_codec]
@@ -263,11 +273,15 @@ class ServerPeer(AsyncIOEventEmitter):
                 mid=mid,
                 direction="recvonly",
                 codec=codec,
-                extensions=UPSTREAM_VIDEO_EXTENSIONS,
+                extensions=UPSTREAM_VIDEO_EXTENSIONS + self._twcc_extension(),
                 rids=rids,
+                transport_cc=self.transport_cc,
             )
         self._sections.append(section)
         return mid
+
+    def _twcc_extension(self) -> tuple[tuple[int, str], ...]:
+        return ((EXT_TRANSPORT_CC, TRANSPORT_CC_URI),) if self.transport_cc else ()
 
     def _update_subscriptions(self, publications: Sequence[Publication]) -> None:
         wanted = [
@@ -383,6 +397,8 @@ class ServerPeer(AsyncIOEventEmitter):
                 sctp_max_message_size=None,
             )
         self._start_task(self._rtcp_loop())
+        if self._twcc is not None:
+            self._start_task(self._twcc_loop(self._twcc))
         self._start_task(self._connect_deadline())
 
     async def set_reanswer(self, sdp: str) -> None:
@@ -540,6 +556,11 @@ class ServerPeer(AsyncIOEventEmitter):
             header = parse_rtp(data)
         except ValueError:
             return
+        if self._twcc is not None:
+            sequence = header.extensions.get(EXT_TRANSPORT_CC)
+            if sequence is not None and len(sequence) == 2:
+                arrival_us = int(time.monotonic() * 1e6)
+                self._twcc.record(int.from_bytes(sequence, "big"), arrival_us, header.ssrc)
         known = self._layer_by_ssrc.get(header.ssrc)
         if known is not None:
             await known[0].handle_rtp(known[1], data, header, arrival_ms)
@@ -624,6 +645,15 @@ class ServerPeer(AsyncIOEventEmitter):
                 if report is not None:
                     packets.append(bytes(report))
             for packet in packets:
+                await self._transport.dtls.send_rtp(packet)
+
+    async def _twcc_loop(self, recorder: FeedbackRecorder) -> None:
+        # transport-cc feedback (RTPFB FMT 15) for what the client sent, every 100 ms.
+        while not self._closed:
+            await asyncio.sleep(TWCC_INTERVAL)
+            if self._transport.dtls.state != "connected":
+                continue
+            for packet in recorder.build(self._rtcp_ssrc):
                 await self._transport.dtls.send_rtp(packet)
 
     def _remb_bitrate(self) -> int:

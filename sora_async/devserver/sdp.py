@@ -63,6 +63,8 @@ EXT_MID = 1
 EXT_RID = 2
 EXT_RRID = 3
 EXT_AUDIO_LEVEL = 4
+EXT_TRANSPORT_CC = 5
+TRANSPORT_CC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 UPSTREAM_AUDIO_EXTENSIONS = (
     (EXT_MID, "urn:ietf:params:rtp-hdrext:sdes:mid"),
     (EXT_AUDIO_LEVEL, "urn:ietf:params:rtp-hdrext:ssrc-audio-level"),
@@ -107,6 +109,8 @@ class MediaSection:
     cname: str = ""
     # recv sections with simulcast (client -> server)
     rids: Sequence[tuple[str, bool]] = ()  # (rid, active)
+    #: offer transport-cc feedback (client -> server sections of a ``transport_cc`` server)
+    transport_cc: bool = False
     extensions: Sequence[tuple[int, str]] = field(default_factory=tuple)
     fmtp: str | None = None  # overrides codec.fmtp
 
@@ -182,6 +186,8 @@ def _media_lines(section: MediaSection, transport: TransportDescription) -> list
         rtpmap += f"/{codec.channels}"
     lines.append(rtpmap)
     feedback = AUDIO_FEEDBACK if section.kind == "audio" else VIDEO_FEEDBACK
+    if section.transport_cc:
+        feedback = (*feedback, "transport-cc")
     lines += [f"a=rtcp-fb:{codec.payload_type} {fb}" for fb in feedback]
     fmtp = section.fmtp if section.fmtp is not None else codec.fmtp
     if fmtp:

@@ -86,6 +86,10 @@ class DevServerOptions:
     #: ``config.iceServers`` of every offer (each ``{"urls": [...], "username", "credential"}``).
     ice_servers: tuple[Mapping[str, Any], ...] = ()
     version: str = SORA_VERSION
+    #: Offer transport-cc (header extension + ``a=rtcp-fb:* transport-cc``) on the
+    #: clients' upstream m-lines and send transport-cc feedback for it, as Sora
+    #: does; off by default: REMB + receiver reports only.
+    transport_cc: bool = False
     #: Media-plane factory with :class:`~.peer.ServerPeer`'s signature; tests of the
     #: control plane pass a fake. None means ``ServerPeer``.
     peer_factory: Callable[..., ServerPeer] | None = None

@@ -153,6 +153,9 @@ class ConnectSettings:
     #: ``metadata`` claim of the access token: the offer's ``metadata`` and the
     #: notify ``authz_metadata`` (what Sora's auth webhook would return).
     auth_metadata: Any = ABSENT
+    #: ``rpc_methods`` claim: JSON-RPC methods granted on the ``rpc`` DataChannel
+    #: (with DataChannel signaling only; ``sora-protocol.md`` §2.8).
+    rpc_methods: list[str] | None = None
 
 
 def _decode_json_object(data: str | bytes) -> dict[str, Any]:
@@ -349,8 +352,9 @@ def apply_access_token(settings: ConnectSettings, secret: str) -> dict[str, Any]
     ``channel_id``. Claims that override the connect, as Sora's auth webhook
     and JWT-based auth do: ``audio``, ``video``, ``video_codec_type``,
     ``video_bit_rate``, ``simulcast``, ``simulcast_encodings``,
-    ``connection_lifetime`` (seconds), ``spotlight``, ``spotlight_number``
-    and ``metadata`` (returned to the client as the offer's ``metadata``).
+    ``connection_lifetime`` (seconds), ``spotlight``, ``spotlight_number``,
+    ``rpc_methods`` (granted JSON-RPC methods) and ``metadata`` (returned to
+    the client as the offer's ``metadata``).
     Raises :class:`AuthError`.
     """
     metadata = settings.metadata
@@ -394,6 +398,9 @@ def apply_access_token(settings: ConnectSettings, secret: str) -> dict[str, Any]
     )
     if encodings is not None:
         settings.simulcast_encodings = encodings
+    methods = claim("rpc_methods", (list,), lambda v: all(isinstance(m, str) for m in v))
+    if methods is not None:
+        settings.rpc_methods = methods
     if "metadata" in claims:
         settings.auth_metadata = claims["metadata"]
     return claims
@@ -431,6 +438,8 @@ def _data_channel_specs(settings: ConnectSettings) -> list[DataChannelSpec]:
         )
         for label, direction in MANAGED_DATA_CHANNELS
     ]
+    if settings.rpc_methods:
+        specs.append(DataChannelSpec(label="rpc", direction="sendrecv", compress=False))
     for label, entry in requested.items():
         if not label.startswith("#"):
             continue
@@ -756,6 +765,8 @@ class Session:
         }
         if s.audio_opus_params is not None and self.send_audio:
             media_options["audio_opus_params"] = s.audio_opus_params
+        if self.options.transport_cc:
+            media_options["transport_cc"] = True
         peer = self._peer_factory(
             connection_id=self.connection_id,
             send_audio=self.send_audio,
@@ -849,6 +860,8 @@ class Session:
             offer["data_channels"] = [
                 _offer_entry(spec) for spec in self.data_channel_specs.values()
             ]
+            if "rpc" in self.data_channel_specs:
+                offer["rpc_methods"] = list(s.rpc_methods or [])
         if s.auth_metadata is not ABSENT:
             offer["metadata"] = s.auth_metadata
         return offer
@@ -988,6 +1001,9 @@ class Session:
             log.info("%s: client wrote on %r", self, label)
             self.end(4490, "INTERNAL-ERROR")
             return
+        if label == "rpc":
+            self._on_rpc(data)
+            return
         try:
             message = _decode_data_channel_json(data, spec.compress)
             if label == "signaling":
@@ -997,6 +1013,62 @@ class Session:
         except InvalidMessage as exc:
             log.info("%s: bad message on %r: %s", self, label, exc)
             self.end(4490, "INTERNAL-ERROR")
+
+    def _on_rpc(self, data: bytes | str) -> None:
+        """One JSON-RPC 2.0 message on ``rpc`` (``sora-protocol.md`` §2.8)."""
+        try:
+            text = data.decode("utf-8") if isinstance(data, bytes) else data
+            request = json.loads(text)
+        except (UnicodeDecodeError, ValueError):
+            self._rpc_reply(None, error=(-32700, "Parse error"))
+            return
+        if not isinstance(request, dict) or request.get("jsonrpc") != "2.0":
+            self._rpc_reply(None, error=(-32600, "Invalid Request"))
+            return
+        request_id = request.get("id")
+        method = request.get("method")
+        params = request.get("params", {})
+        if not isinstance(method, str) or not isinstance(params, dict | list):
+            self._rpc_reply(request_id, error=(-32600, "Invalid Request"))
+            return
+        handler = _RPC_METHODS.get(method.partition("/")[2])
+        if method not in (self.settings.rpc_methods or []) or handler is None:
+            self._rpc_reply(request_id, error=(-32601, "Method not found"))
+            return
+        try:
+            result = handler(self, params)
+        except InvalidMessage as exc:
+            self._rpc_reply(request_id, error=(-32602, f"Invalid params: {exc}"))
+            return
+        if "id" in request:
+            self._rpc_reply(request_id, result=result)
+
+    def _rpc_reply(
+        self, request_id: Any, *, result: Any = None, error: tuple[int, str] | None = None
+    ) -> None:
+        reply: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id}
+        if error is None:
+            reply["result"] = result
+        else:
+            reply["error"] = {"code": error[0], "message": error[1]}
+        self.send_data("rpc", json.dumps(reply, separators=(",", ":")))
+
+    def _rpc_request_simulcast_rid(self, params: dict[str, Any] | list[Any]) -> Any:
+        if not isinstance(params, dict):
+            raise InvalidMessage("params must be an object")
+        rid = params.get("rid")
+        if rid not in _REQUEST_RIDS:
+            raise InvalidMessage("rid must be one of none, r0, r1, r2")
+        sender = params.get("sender_connection_id")
+        if sender is not None and not isinstance(sender, str):
+            raise InvalidMessage("sender_connection_id must be a string")
+        receiver = params.get("receiver_connection_id", self.connection_id)
+        if receiver != self.connection_id:
+            raise InvalidMessage("receiver_connection_id is not this connection")
+        if not self.recv_video or not self.simulcast:
+            raise InvalidMessage("this connection receives no simulcast video")
+        self.request_simulcast_rid(str(rid), sender)
+        return {}
 
     # -- outgoing ------------------------------------------------------------
 
@@ -1363,6 +1435,12 @@ def _offer_entry(spec: DataChannelSpec) -> dict[str, Any]:
     if spec.header:
         entry["header"] = list(spec.header)
     return entry
+
+
+#: JSON-RPC handlers by HTTP API name (the method less its ``"<version>/"`` prefix).
+_RPC_METHODS: dict[str, Callable[[Session, dict[str, Any] | list[Any]], Any]] = {
+    "RequestSimulcastRid": Session._rpc_request_simulcast_rid,
+}
 
 
 def _decode_data_channel_json(data: bytes | str, compress: bool) -> dict[str, Any]:

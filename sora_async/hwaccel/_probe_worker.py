@@ -120,16 +120,55 @@ class _OpenH264Version(ctypes.Structure):
     _fields_ = [(n, ctypes.c_uint) for n in ("major", "minor", "revision", "reserved")]
 
 
-def probe_openh264(spec: dict[str, Any]) -> dict[str, Any]:
+def probe_openh264(spec: dict[str, Any], width: int = 320, height: int = 240) -> dict[str, Any]:
+    """A tiny encode (encoder) or decode (decoder) through our ctypes binding.
+
+    The binding is the one exception to "nothing from the package": when it
+    cannot be imported, the library is only loaded, version-checked and an
+    encoder/decoder object created and destroyed.
+    """
     path = spec.get("openh264")
     if not path:
         raise RuntimeError("no libopenh264 path given")
+    try:
+        from sora_async.codecs import openh264 as binding
+    except Exception:
+        return _probe_openh264_objects(path, spec["role"])
+    import av
+
+    frame = _test_frame(av, width, height, "yuv420p")
+    detail: dict[str, Any]
+    if spec["role"] == "encoder":
+        encoder = binding.OpenH264Encoder(path)
+        encoded = encoder.encode(frame, force_keyframe=True)
+        encoder.close()
+        if not encoded or not encoded[0].is_keyframe:
+            raise RuntimeError("the encoder produced no key frame")
+        detail = {"bytes": len(encoded[0].data)}
+    else:
+        # An x264 sample, so that the decoder probe does not depend on the encoder.
+        from sora_async.codecs.base import EncodedFrame
+
+        sample = EncodedFrame(data=_sample(av, "H264", width, height), timestamp=0, codec="H264")
+        decoder = binding.OpenH264Decoder(path)
+        frames = decoder.decode(sample)
+        decoder.close()
+        if not frames or (frames[0].width, frames[0].height) != (width, height):
+            raise RuntimeError("the decoder produced no frame of the sample's size")
+        detail = {"format": frames[0].format.name}
+    library = binding.OpenH264Library.load(path)
+    return {"version": library.version_string, **detail}
+
+
+def _probe_openh264_objects(path: str, role: str) -> dict[str, Any]:
     lib = ctypes.CDLL(path)
     version = _OpenH264Version()
     lib.WelsGetCodecVersionEx.argtypes = [ctypes.POINTER(_OpenH264Version)]
     lib.WelsGetCodecVersionEx(ctypes.byref(version))
+    if version.major != 2:
+        raise RuntimeError(f"OpenH264 {version.major}.{version.minor} is not supported (need 2.x)")
     handle = ctypes.c_void_p()
-    if spec["role"] == "encoder":
+    if role == "encoder":
         if lib.WelsCreateSVCEncoder(ctypes.byref(handle)) != 0 or not handle:
             raise RuntimeError("WelsCreateSVCEncoder failed")
         lib.WelsDestroySVCEncoder.argtypes = [ctypes.c_void_p]
@@ -151,7 +190,7 @@ def main() -> None:
         result: dict[str, Any] = {"key": spec["key"], "ok": False, "error": None, "detail": {}}
         try:
             if spec.get("engine") == "openh264":
-                result["detail"] = probe_openh264(spec)
+                result["detail"] = probe_openh264(spec, width, height)
             else:
                 if av is None:
                     import av as av_module

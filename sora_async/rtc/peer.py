@@ -64,10 +64,13 @@ from ..codecs.registry import create_decoder, create_encoder, find_codec, fmtp_c
 from ..enums import Role
 from ..hwaccel.capability import VideoCodecPreference
 from ..hwaccel.types import VideoCodecImplementation, VideoCodecType
+from ..transform import send_hook
 from . import stats as rtc_stats
 from ._workers import random_ssrc
+from .congestion import TransportCongestion
 from .receiver import FrameTransform, RemoteTrack, RtpReceiver
 from .sdp import (
+    EXT_TRANSPORT_CC,
     LocalTransport,
     MediaSection,
     NegotiatedCodec,
@@ -120,6 +123,8 @@ class RtcOptions:
     ice_addresses: Sequence[str] | None = None
     audio_transform: FrameTransform | None = None
     video_transform: FrameTransform | None = None
+    #: ``DegradationPreference`` of the video sender (None: no adaptation; issue 6)
+    degradation_preference: Any = None
 
     @classmethod
     def from_connection_options(cls, options: Any) -> RtcOptions:
@@ -131,6 +136,11 @@ class RtcOptions:
             video_codec_preference=VideoCodecPreference.coerce(options.video_codec_preference),
             audio_bit_rate=options.audio_bit_rate,
             video_bit_rate=options.video_bit_rate,
+            degradation_preference=getattr(options, "degradation_preference", None),
+            openh264=getattr(options, "openh264", None),
+            # issue 7: Connection(*_frame_transformer=) -> the senders' encoded-frame hooks
+            audio_transform=send_hook(getattr(options, "audio_frame_transformer", None), "audio"),
+            video_transform=send_hook(getattr(options, "video_frame_transformer", None), "video"),
         )
 
 
@@ -182,6 +192,8 @@ class RtcPeer(AsyncIOEventEmitter):
         self._rtcp_task: asyncio.Task[None] | None = None
         self._closed = False
         self._negotiating = asyncio.Lock()
+        #: transport-cc / REMB estimation, pacing (issue 6; :mod:`.congestion`)
+        self.congestion = TransportCongestion()
 
     # --- public ----------------------------------------------------------------------
 
@@ -284,7 +296,10 @@ class RtcPeer(AsyncIOEventEmitter):
         return None
 
     def available_outgoing_bitrate(self) -> int | None:
-        """The latest REMB estimate for our streams, if any."""
+        """The transport's bandwidth estimate (transport-cc, REMB, loss), if any yet."""
+        estimate = self.congestion.estimate
+        if estimate is not None:
+            return estimate
         estimates = [s.available_bitrate for s in self.senders if s.available_bitrate]
         return max(estimates) if estimates else None
 
@@ -456,6 +471,7 @@ class RtcPeer(AsyncIOEventEmitter):
                 bitrate_cap=_sdp_bitrate_cap(result.offer),
                 transform=transform,
             )
+            sender.set_degradation_preference(self.options.degradation_preference)
             transceiver.sender = sender
             if self.connection_state == "connected":
                 sender.start()
@@ -632,6 +648,9 @@ class RtcPeer(AsyncIOEventEmitter):
             )
         )
         self._extensions = extensions
+        self.congestion.extension_id = next(
+            (ext_id for ext_id, uri in seen.items() if uri == EXT_TRANSPORT_CC), None
+        )
 
     # --- transport ------------------------------------------------------------------------------
 
@@ -694,6 +713,13 @@ class RtcPeer(AsyncIOEventEmitter):
         transport = self.transport
         if transport is None or self._closed:
             return False
+        if len(data) >= 12:
+            sender = self._sender_ssrcs.get(int.from_bytes(data[8:12], "big"))
+            data = await self.congestion.prepare(
+                data, paced=sender is not None and sender.kind == "video"
+            )
+            if self.transport is not transport or self._closed:
+                return False
         return await transport.send_rtp(data)
 
     async def _handle_rtp(self, data: bytes, arrival_ms: int) -> None:
@@ -701,6 +727,7 @@ class RtcPeer(AsyncIOEventEmitter):
             packet = RtpPacket.parse(data, self._extensions)
         except ValueError:
             return
+        self.congestion.on_rtp(packet.extensions.transport_sequence_number, packet.ssrc)
         receiver = self._ssrc_table.get(packet.ssrc)
         if receiver is None:
             if packet.ssrc in self._retired_ssrcs:
@@ -725,6 +752,11 @@ class RtcPeer(AsyncIOEventEmitter):
         return None
 
     async def _handle_rtcp(self, data: bytes) -> None:
+        # aiortc reads every RTPFB as a NACK: transport-cc feedback is taken out first.
+        data = self.congestion.on_rtcp(data)
+        self._apply_estimate()
+        if not data:
+            return
         try:
             packets = RtcpPacket.parse(data)
         except ValueError:
@@ -744,6 +776,17 @@ class RtcPeer(AsyncIOEventEmitter):
             targets = {id(s): s for r in packet.reports if (s := self._sender_ssrcs.get(r.ssrc))}
             for sender in targets.values():
                 await sender.handle_rtcp(packet)
+            video = [
+                r
+                for r in packet.reports
+                if (s := self._sender_ssrcs.get(r.ssrc)) is not None and s.kind == "video"
+            ]
+            if video:
+                self.congestion.on_report_loss(max(r.fraction_lost for r in video) / 256.0)
+                rtt = self.round_trip_time()
+                if rtt is not None:
+                    self.congestion.on_round_trip_time(rtt)
+                self._apply_estimate()
         elif isinstance(packet, RtcpRtpfbPacket | RtcpPsfbPacket):
             ssrcs = [packet.media_ssrc]
             if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_FIR:
@@ -753,9 +796,14 @@ class RtcPeer(AsyncIOEventEmitter):
                 ]
             elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
                 try:
-                    ssrcs = unpack_remb_fci(packet.fci)[1]
+                    bitrate, ssrcs = unpack_remb_fci(packet.fci)
                 except ValueError:
                     return
+                if any(ssrc in self._sender_ssrcs for ssrc in ssrcs):
+                    # REMB caps the transport's estimate, which the peer splits.
+                    self.congestion.on_remb(bitrate)
+                    self._apply_estimate()
+                return
             targets = {id(s): s for ssrc in ssrcs if (s := self._sender_ssrcs.get(ssrc))}
             for sender in targets.values():
                 await sender.handle_rtcp(packet)
@@ -776,6 +824,9 @@ class RtcPeer(AsyncIOEventEmitter):
                 return
             for receiver in self.receivers:
                 await receiver.tick(now)
+            for feedback in self.congestion.feedback(self._rtcp_ssrc):
+                await self._send_packet(feedback)
+            self._apply_estimate()
             if now - last_report >= REPORT_INTERVAL:
                 last_report = now
                 await self._send_reports()
@@ -793,6 +844,21 @@ class RtcPeer(AsyncIOEventEmitter):
         for start in range(0, len(blocks), 31):  # RC is 5 bits
             rr = RtcpRrPacket(ssrc=self._rtcp_ssrc, reports=blocks[start : start + 31])
             await self._send_packet(bytes(rr) + self._sdes(self._rtcp_ssrc))
+
+    def _apply_estimate(self) -> None:
+        """Split the transport's estimate: audio keeps its rate, video shares the rest."""
+        senders = self.senders
+        audio = sum(layer.max_bitrate for s in senders if s.kind == "audio" for layer in s.layers)
+        video = [s for s in senders if s.kind == "video"]
+        video_max = sum(layer.max_bitrate for s in video for layer in s.layers if layer.active)
+        self.congestion.configure(audio + video_max)
+        estimate = self.congestion.estimate
+        if estimate is None or not video:
+            return
+        share = max(estimate - audio, 30_000) // len(video)
+        for sender in video:
+            if sender.available_bitrate != share:  # new senders get it on the next tick
+                sender.set_estimate(share)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)

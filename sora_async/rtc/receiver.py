@@ -48,6 +48,7 @@ from ..codecs.assembler import FrameAssembler
 from ..codecs.base import DecodeError, Decoder, EncodedFrame
 from ..codecs.registry import create_depacketizer
 from ..enums import TrackState
+from ..transform import receive_hook
 from ._workers import CodecJobs, Mailbox, seq_newer
 from .sdp import NegotiatedCodec
 
@@ -160,15 +161,18 @@ class RemoteTrack(MediaStreamTrack):
         self.once("ended", ended.set)
         await ended.wait()
 
-    def set_frame_transformer(self, transform: FrameTransform | None) -> None:
-        """Run ``await transform(frame)`` on each encoded frame before decoding.
+    def set_frame_transformer(self, transformer: Any) -> None:
+        """Transform each encoded frame of this track before it is decoded (issue 7).
 
-        The hook point of the encoded-transform API: ``transform`` gets an
-        :class:`~sora_async.codecs.EncodedFrame` and returns it (possibly with
-        new ``data``) or None to drop it. None removes the hook.
+        ``transformer`` is an :class:`~sora_async.AudioFrameTransformer` /
+        :class:`~sora_async.VideoFrameTransformer` of the track's kind, or an
+        ``async def transform(frame) -> frame | None`` (None drops the frame);
+        see :mod:`sora_async.transform`. None removes it. ``TypeError`` for
+        anything else or a transformer of the other kind.
         """
+        hook = receive_hook(transformer, self.kind)
         if self._receiver is not None:
-            self._receiver.transform = transform
+            self._receiver.transform = hook
 
     def stop(self) -> None:
         """End the track (also what the engine does when its stream leaves).
@@ -512,6 +516,12 @@ class RtpReceiver:
             frame = assembled.frame
             frame.payload_type = codec.payload_type
             frame.ssrc = stream.ssrc
+            if stream.rid:  # issue 7: the simulcast layer, for encoded transforms
+                frame.codec_specific["rid"] = stream.rid
+            if self.transform is not None and self.kind == "audio":
+                frame.codec_specific["receive_time"] = int(stream.last_packet_ms * 1000)
+                if packet.extensions.audio_level is not None:  # RFC 6464 (vad, level)
+                    frame.audio_level = packet.extensions.audio_level[1]
             self._enqueue(stream, frame)
         if stream.assembler.keyframe_needed:
             await self.request_keyframe(stream)

@@ -31,15 +31,14 @@ EXT_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 EXT_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 EXT_TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 
-#: Extensions answered per kind. transport-cc is not implemented (REMB is), so
-#: neither its extension nor its feedback is accepted: libwebrtc-based SFUs then
-#: keep sending REMB.
+#: Extensions answered per kind. transport-cc (send-side estimation,
+#: :mod:`.congestion`) where offered; REMB otherwise.
 SUPPORTED_EXTENSIONS: dict[str, frozenset[str]] = {
-    "audio": frozenset({EXT_MID, EXT_AUDIO_LEVEL}),
-    "video": frozenset({EXT_MID, EXT_RID, EXT_RRID, EXT_ABS_SEND_TIME}),
+    "audio": frozenset({EXT_MID, EXT_AUDIO_LEVEL, EXT_TRANSPORT_CC}),
+    "video": frozenset({EXT_MID, EXT_RID, EXT_RRID, EXT_ABS_SEND_TIME, EXT_TRANSPORT_CC}),
 }
-#: ``a=rtcp-fb`` values answered: NACK (+RTX), PLI, FIR, REMB.
-SUPPORTED_FEEDBACK = frozenset({"nack", "nack pli", "ccm fir", "goog-remb"})
+#: ``a=rtcp-fb`` values answered: NACK (+RTX), PLI, FIR, REMB, transport-cc.
+SUPPORTED_FEEDBACK = frozenset({"nack", "nack pli", "ccm fir", "goog-remb", "transport-cc"})
 #: Formats that are not media codecs (repair and redundancy schemes).
 _NON_MEDIA = frozenset({"rtx", "red", "ulpfec", "flexfec-03", "telephone-event", "cn"})
 

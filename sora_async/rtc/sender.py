@@ -59,8 +59,18 @@ from av.video.reformatter import VideoReformatter
 
 from ..codecs.base import EncodedFrame, Encoder, Packetizer
 from ..codecs.registry import create_packetizer
+from ..enums import DegradationPreference
 from ._workers import CodecJobs, Mailbox, random_ssrc
-from .sdp import EXT_ABS_SEND_TIME, EXT_AUDIO_LEVEL, EXT_MID, EXT_RID, EXT_RRID, NegotiatedCodec
+from .degradation import DegradationAdapter
+from .sdp import (
+    EXT_ABS_SEND_TIME,
+    EXT_AUDIO_LEVEL,
+    EXT_MID,
+    EXT_RID,
+    EXT_RRID,
+    EXT_TRANSPORT_CC,
+    NegotiatedCodec,
+)
 
 logger = logging.getLogger("sora_async.rtc")
 
@@ -259,7 +269,7 @@ class SendLayer:
         self.rtx_sequence = random.randint(0, 0xFFFF)
         self.timestamp_offset = random.randint(0, 0xFFFFFFFF)
         self.history: collections.OrderedDict[int, RtpPacket] = collections.OrderedDict()
-        self.mailbox: Mailbox[av.frame.Frame | av.Packet] = Mailbox(
+        self.mailbox: Mailbox[av.frame.Frame | av.Packet[Any]] = Mailbox(
             1 if sender.kind == "video" else AUDIO_QUEUE
         )
         self.task: asyncio.Task[None] | None = None
@@ -288,6 +298,8 @@ class SendLayer:
         self.frame_height = 0
         self.fps = _RateWindow()
         self.quality = _QualityLimitation()
+        #: ``degradation_preference`` adaptation (issue 6), single-stream video only
+        self.adapter: DegradationAdapter | None = None
         self.remote = RemoteReport()
         self.remote_received = False
         # sender report bookkeeping
@@ -310,6 +322,8 @@ class SendLayer:
         assert self.encoder is not None
         if isinstance(frame, av.VideoFrame):
             width, height = self.params.size_for(frame.width, frame.height)
+            if self.adapter is not None:
+                width, height = self.adapter.limit_size(width, height)
             if (width, height) != (frame.width, frame.height):
                 # A reformatter of our own: PyAV caches one per frame, and the
                 # layers of a simulcast sender scale the same frame in parallel.
@@ -327,6 +341,8 @@ class SendLayer:
     def apply_target_bitrate(self, bitrate: int) -> None:
         """Set the encoder's target in place (REMB); tracks bandwidth limitation."""
         self.target_bitrate = int(bitrate)
+        if self.adapter is not None:
+            self.adapter.on_target(self.target_bitrate)
         if self.encoder is not None:
             self.encoder.target_bitrate = self.target_bitrate
         limited = self.max_bitrate and self.target_bitrate < _BANDWIDTH_LIMITED * self.max_bitrate
@@ -621,6 +637,10 @@ class RtpSender:
                         # 10 % slack so a 30 fps source is not cut to 15 fps by jitter
                         if now - layer.last_accept < 0.9 / cap:
                             continue
+                    if layer.adapter is not None and isinstance(item, av.VideoFrame):
+                        layer.adapter.on_source(item.width, item.height, self.source_fps.rate)
+                        if not layer.adapter.accept():
+                            continue  # degradation: frame-rate cap or frame dropper
                     layer.last_accept = now
                     if len(layer.mailbox) >= layer.mailbox.capacity:
                         layer.frames_dropped += 1
@@ -659,6 +679,7 @@ class RtpSender:
                     frames = [self._packet_frame(item)]
                 else:
                     force, layer.force_keyframe = layer.force_keyframe, False
+                    encode_time = layer.total_encode_time
                     try:
                         frames = await layer.jobs.run(layer.encode, item, force)
                     except Exception as exc:
@@ -666,6 +687,11 @@ class RtpSender:
                         await asyncio.sleep(0.1)  # do not spin on a broken encoder
                         continue
                     layer.note_cpu(1.0 / max(1.0, self.source_fps.rate or 30.0))
+                    if layer.adapter is not None:
+                        layer.adapter.on_encoded(
+                            sum(len(f.data) for f in frames),
+                            layer.total_encode_time - encode_time,
+                        )
                 for frame in frames:
                     await self._send_frame(layer, frame)
         except asyncio.CancelledError:
@@ -673,7 +699,7 @@ class RtpSender:
         except Exception:
             logger.exception("mid %s: sending failed", self.mid)
 
-    def _packet_frame(self, packet: av.Packet) -> EncodedFrame:
+    def _packet_frame(self, packet: av.Packet[Any]) -> EncodedFrame:
         clock_rate = self.codec.clock_rate
         time_base = packet.time_base
         timestamp = int((packet.pts or 0) * time_base * clock_rate) if time_base else 0
@@ -699,6 +725,9 @@ class RtpSender:
                         layer.quality.resolution_changes += 1
                     layer.frame_width, layer.frame_height = frame.width, frame.height
         if self.transform is not None:
+            if self.kind == "audio" and frame.audio_level is None:  # issue 7: frame metadata
+                linear = self.source_audio_level
+                frame.audio_level = int(-20 * math.log10(linear)) if linear > 0 else 127
             transformed = await self.transform(frame)
             if transformed is None:
                 return
@@ -764,6 +793,9 @@ class RtpSender:
             extensions.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
         if audio_level is not None:
             extensions.audio_level = (False, audio_level)
+        if EXT_TRANSPORT_CC in self._ext_ids:
+            # A placeholder: the peer writes the transport-wide number at send time.
+            extensions.transport_sequence_number = 0
 
     # --- RTCP -----------------------------------------------------------------------
 
@@ -836,6 +868,22 @@ class RtpSender:
             share = min(share, layer.max_bitrate)
             layer.apply_target_bitrate(max(share, 30_000))
             budget = max(0, budget - share)
+
+    def set_degradation_preference(self, preference: Any) -> None:
+        """``degradation_preference`` (a :class:`~sora_async.DegradationPreference`, its
+        name or value; None: no adaptation) for a single-stream video sender."""
+        if preference is None or self.kind != "video" or len(self.layers) != 1:
+            return
+        if isinstance(preference, str):
+            preference = DegradationPreference[preference.upper()]
+        layer = self.layers[0]
+        layer.adapter = DegradationAdapter(DegradationPreference(preference))
+        layer.adapter.on_target(layer.target_bitrate)
+
+    def set_estimate(self, bitrate: int) -> None:
+        """The transport's bandwidth estimate for this sender (bps), split over its layers."""
+        self._remb = int(bitrate)
+        self._apply_bitrates()
 
     def sender_reports(self) -> list[RtcpSrPacket]:
         """One SR per layer that sent something."""

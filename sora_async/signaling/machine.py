@@ -564,6 +564,20 @@ class SignalingProtocol:
         self._actions.append(SendDataChannel(label, payload))
         return True
 
+    def send_rpc(self, request: bytes) -> bool:
+        """Queue a JSON-RPC 2.0 ``request`` on the ``rpc`` DataChannel.
+
+        False unless the offer has the ``rpc`` label (Sora grants it with
+        ``rpc_methods``) and its DataChannel is open (``sora-protocol.md`` §2.8).
+        """
+        session = self._session
+        spec = session.data_channels.get("rpc")
+        if self._state not in _LIVE or spec is None or "rpc" not in session.open_labels:
+            return False
+        payload = m.encode_data_channel_payload(bytes(request), compress=spec.compress)
+        self._actions.append(SendDataChannel("rpc", payload))
+        return True
+
     # -- message handlers -------------------------------------------------------
 
     def _on_redirect(self, message: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ Config (one JSON object):
       first one and every size change),
       ``libwebrtc_log``: a ``SoraLoggingSeverity`` name, logged to stderr,
       ``name``: a label echoed in the ``ready`` event,
+      ``openh264``: a libopenh264 path given to ``Sora(openh264=...)``,
       ``settle_before_disconnect`` (default true): before ``disconnect()``,
       wait up to 3 s until every ``re-offer`` received has been answered;
       sora_sdk 2025.4.0 can crash (SIGSEGV) when it disconnects in the middle
@@ -93,6 +94,7 @@ HARNESS_KEYS = {
     "libwebrtc_log",
     "name",
     "settle_before_disconnect",
+    "openh264",
 }
 SEND_ROLES = {"sendonly", "sendrecv"}
 DEFAULT_FAKE_VIDEO = {"width": 320, "height": 240, "fps": 15}
@@ -230,7 +232,22 @@ class Runner:
         self.audio_sink_cfg = {**DEFAULT_AUDIO_SINK, **(sink if isinstance(sink, dict) else {})}
         self.video_report_every = int(config.get("video_report_every") or 30)
 
-        self.sora: Any = sora_sdk.Sora()
+        # ``openh264``: path of libopenh264, for H.264 (libwebrtc has no other H.264 codec).
+        openh264 = config.get("openh264")
+        if not openh264:
+            self.sora: Any = sora_sdk.Sora()
+        else:
+            impl = sora_sdk.SoraVideoCodecImplementation
+            capability = sora_sdk.get_video_codec_capability(openh264)
+            preference = sora_sdk.create_video_codec_preference_from_implementation(
+                capability, impl.INTERNAL
+            )
+            preference.merge(
+                sora_sdk.create_video_codec_preference_from_implementation(
+                    capability, impl.CISCO_OPENH264
+                )
+            )
+            self.sora = sora_sdk.Sora(openh264=openh264, video_codec_preference=preference)
         self.audio_source: Any = None
         self.video_source: Any = None
         if self.fake_audio:

@@ -1,0 +1,454 @@
+"""Send-side bandwidth estimation: delay- and loss-based, after libwebrtc's GCC.
+
+One :class:`BandwidthEstimator` per transport. Its inputs:
+
+* transport-cc feedback (:meth:`on_packet_results`), when the offer negotiated
+  transport-cc: packets are grouped into 5 ms send bursts; the growth of the
+  one-way delay between groups feeds a trendline filter (linear regression of
+  the smoothed accumulated delay over the last 20 groups, as
+  ``TrendlineEstimator``) compared with an adaptive threshold
+  (``OveruseDetector``); an AIMD controller (``AimdRateControl``) then
+  multiplies the rate by 1.08 per second while the link is normal and drops it
+  to 0.85 x the acknowledged bit rate on overuse. The same feedback gives the
+  loss fraction;
+* REMB (:meth:`on_remb`): the receiver's own delay-based estimate, a cap;
+* receiver reports (:meth:`on_loss_report`): the loss fraction where there is
+  no transport-cc.
+
+The loss-based part is libwebrtc's classic ``SendSideBandwidthEstimation``:
+under 2 % loss +8 % (at most once per second, and not beyond 1.5 x the
+acknowledged rate), over 10 % loss ``rate * (1 - 0.5 * loss)`` (at most every
+300 ms + RTT), hold in between. The target is the smallest of the three, within
+``[min_bitrate, max_bitrate]``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .pacer import Pacer
+from .twcc import (
+    Feedback,
+    FeedbackRecorder,
+    PacketResult,
+    SendHistory,
+    is_rtcp,
+    parse_feedback,
+    split_compound,
+    stamp_transport_sequence,
+)
+
+logger = logging.getLogger("sora_async.rtc")
+
+MIN_BITRATE = 30_000
+#: Send bursts closer than this form one group (libwebrtc ``kBurstDeltaThresholdMs``).
+BURST_TIME = 0.005
+#: Trendline parameters (``TrendlineEstimatorSettings``).
+WINDOW = 20
+#: libwebrtc waits for a full window; with no probing this client starts at its
+#: maximum, so the trend is computed from a few groups on (a queue that fills
+#: within the first window would otherwise go unseen).
+MIN_POINTS = 5
+SMOOTHING = 0.9
+THRESHOLD_GAIN = 4.0
+#: Overuse detector (``OveruseDetector``): initial threshold (ms) and adaptation.
+INITIAL_THRESHOLD = 12.5
+K_UP = 0.0087
+K_DOWN = 0.039
+OVERUSE_TIME = 0.010
+#: AIMD: decrease to this times the acknowledged rate; increase 8 % per second.
+BETA = 0.85
+INCREASE_PER_SECOND = 1.08
+#: Additive increase (bps per second) near the link's known capacity.
+NEAR_MAX_INCREASE = 5_000
+#: Acknowledged bit rate window (s).
+ACKED_WINDOW = 1.0
+#: Loss-based thresholds (``SendSideBandwidthEstimation``).
+LOW_LOSS = 0.02
+HIGH_LOSS = 0.10
+
+
+class Usage:
+    NORMAL = "normal"
+    OVERUSE = "overuse"
+    UNDERUSE = "underuse"
+
+
+@dataclass
+class _Group:
+    first_send: float
+    last_send: float
+    last_arrival: float
+    size: int
+
+
+class TrendlineDetector:
+    """Delay-gradient trendline with an adaptive threshold (libwebrtc's GCC)."""
+
+    def __init__(self) -> None:
+        self.state = Usage.NORMAL
+        self.threshold = INITIAL_THRESHOLD
+        self.trend = 0.0
+        self._group: _Group | None = None
+        self._previous: _Group | None = None
+        self._accumulated = 0.0
+        self._smoothed = 0.0
+        self._first_arrival: float | None = None
+        self._history: collections.deque[tuple[float, float]] = collections.deque(maxlen=WINDOW)
+        self._deltas = 0
+        self._overuse_since: float | None = None
+        self._overuse_count = 0
+        self._last_update: float | None = None
+        self._previous_trend = 0.0
+
+    def update(self, result: PacketResult) -> None:
+        if result.arrival is None:
+            return
+        group = self._group
+        if group is None:
+            self._group = _Group(result.send_time, result.send_time, result.arrival, result.size)
+            return
+        if result.send_time - group.first_send <= BURST_TIME:
+            group.last_send = max(group.last_send, result.send_time)
+            group.last_arrival = max(group.last_arrival, result.arrival)
+            group.size += result.size
+            return
+        if self._previous is not None:
+            send_delta = group.last_send - self._previous.last_send
+            arrival_delta = group.last_arrival - self._previous.last_arrival
+            self._on_delta(arrival_delta - send_delta, group.last_arrival)
+        self._previous = group
+        self._group = _Group(result.send_time, result.send_time, result.arrival, result.size)
+
+    def _on_delta(self, delay_delta: float, arrival: float) -> None:
+        self._deltas = min(self._deltas + 1, 1000)
+        if self._first_arrival is None:
+            self._first_arrival = arrival
+        self._accumulated += delay_delta * 1000.0  # ms
+        self._smoothed = SMOOTHING * self._smoothed + (1 - SMOOTHING) * self._accumulated
+        self._history.append(((arrival - self._first_arrival) * 1000.0, self._smoothed))
+        if len(self._history) >= MIN_POINTS:
+            self.trend = _slope(self._history)
+        modified = min(self._deltas, 60) * self.trend * THRESHOLD_GAIN
+        self._detect(modified, arrival)
+
+    def _detect(self, modified: float, now: float) -> None:
+        if modified > self.threshold:
+            if self._overuse_since is None:
+                self._overuse_since = now
+                self._overuse_count = 0
+            self._overuse_count += 1
+            if (
+                now - self._overuse_since > OVERUSE_TIME
+                and self._overuse_count > 1
+                and self.trend >= self._previous_trend
+            ):
+                self.state = Usage.OVERUSE
+        elif modified < -self.threshold:
+            self._overuse_since = None
+            self.state = Usage.UNDERUSE
+        else:
+            self._overuse_since = None
+            self.state = Usage.NORMAL
+        self._previous_trend = self.trend
+        self._adapt_threshold(modified, now)
+
+    def _adapt_threshold(self, modified: float, now: float) -> None:
+        if self._last_update is None:
+            self._last_update = now
+        if abs(modified) > self.threshold + 15.0:
+            self._last_update = now
+            return  # a spike: do not adapt to it
+        k = K_DOWN if abs(modified) < self.threshold else K_UP
+        elapsed_ms = min((now - self._last_update) * 1000.0, 100.0)
+        self.threshold += k * (abs(modified) - self.threshold) * elapsed_ms
+        self.threshold = min(max(self.threshold, 6.0), 600.0)
+        self._last_update = now
+
+
+def _slope(points: Iterable[tuple[float, float]]) -> float:
+    xs, ys = zip(*points, strict=True)
+    mean_x = sum(xs) / len(xs)
+    mean_y = sum(ys) / len(ys)
+    numerator = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
+    denominator = sum((x - mean_x) ** 2 for x in xs)
+    return numerator / denominator if denominator else 0.0
+
+
+class BandwidthEstimator:
+    """The target send bit rate of one transport (bps)."""
+
+    def __init__(
+        self,
+        start_bitrate: int = 1_000_000,
+        *,
+        min_bitrate: int = MIN_BITRATE,
+        max_bitrate: int = 10_000_000,
+        clock: collections.abc.Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.min_bitrate = min_bitrate
+        self.max_bitrate = max_bitrate
+        self._clock = clock
+        self.delay_based: float | None = None  # only with transport-cc feedback
+        self.loss_based = float(start_bitrate)
+        self.remb: int | None = None
+        self.loss_fraction = 0.0
+        self.detector = TrendlineDetector()
+        #: the acknowledged bit rate when overuse was last detected (EWMA), if known
+        self.link_capacity: float | None = None
+        self.round_trip_time = 0.1
+        self._acked: collections.deque[tuple[float, int]] = collections.deque()
+        self._last_increase: float | None = None
+        self._last_loss_decrease = -math.inf
+        self._last_loss_increase = -math.inf
+        self.start_bitrate = float(start_bitrate)
+        #: packets reported since the last loss update (transport-cc)
+        self._lost = 0
+        self._reported = 0
+
+    # --- inputs -----------------------------------------------------------------------
+
+    def on_packet_results(self, results: list[PacketResult]) -> None:
+        """One transport-cc feedback, matched with what was sent."""
+        if not results:
+            return
+        now = self._clock()
+        for result in results:
+            self._reported += 1
+            if result.arrival is None:
+                self._lost += 1
+                continue
+            self._acked.append((result.arrival, result.size))
+            self.detector.update(result)
+        if self._acked:
+            newest = self._acked[-1][0]
+            while self._acked and self._acked[0][0] < newest - ACKED_WINDOW:
+                self._acked.popleft()
+        self._update_delay_based(now)
+        if self._reported >= 20:
+            self.on_loss_report(self._lost / self._reported, now=now)
+            self._lost = self._reported = 0
+
+    def on_remb(self, bitrate: int) -> None:
+        self.remb = int(bitrate)
+
+    def on_loss_report(self, fraction: float, *, now: float | None = None) -> None:
+        """Loss fraction (0..1) over the last report interval."""
+        now = self._clock() if now is None else now
+        self.loss_fraction = fraction
+        current = self.loss_based
+        if fraction < LOW_LOSS:
+            if now - self._last_loss_increase >= 1.0:
+                increased = current * 1.08 + 1000
+                acked = self.acked_bitrate
+                if acked is not None:
+                    # an application-limited sender does not push the estimate up
+                    # (libwebrtc caps its increase by the acknowledged rate, too)
+                    increased = max(current, min(increased, 1.5 * acked + 10_000))
+                self.loss_based = min(self.max_bitrate, increased)
+                self._last_loss_increase = now
+        elif fraction > HIGH_LOSS:
+            if now - self._last_loss_decrease >= 0.3 + self.round_trip_time:
+                self.loss_based = max(self.min_bitrate, current * (1 - 0.5 * fraction))
+                self._last_loss_decrease = now
+        # 2..10 %: hold
+
+    # --- the delay-based part ---------------------------------------------------------
+
+    @property
+    def acked_bitrate(self) -> float | None:
+        if len(self._acked) < 2:
+            return None
+        span = self._acked[-1][0] - self._acked[0][0]
+        if span < 0.1:
+            return None
+        # n packets arrived over n - 1 gaps: the first one's bytes precede the span
+        return sum(size for _, size in list(self._acked)[1:]) * 8 / span
+
+    def _update_delay_based(self, now: float) -> None:
+        rate = self.delay_based if self.delay_based is not None else self.start_bitrate
+        previous = rate
+        acked = self.acked_bitrate
+        state = self.detector.state
+        if state == Usage.OVERUSE:
+            if acked is not None:
+                if rate > BETA * acked:
+                    # the acknowledged rate at overuse: the link's capacity (EWMA)
+                    capacity = self.link_capacity
+                    self.link_capacity = (
+                        acked if capacity is None else 0.95 * capacity + 0.05 * acked
+                    )
+                rate = min(rate, BETA * acked)
+            else:
+                rate *= BETA
+            self._last_increase = None
+        elif state == Usage.NORMAL:
+            if self._last_increase is None:
+                self._last_increase = now
+            elapsed = min(now - self._last_increase, 1.0)
+            capacity = self.link_capacity
+            if capacity is not None and rate > 1.1 * capacity:
+                self.link_capacity = capacity = None  # the link got faster: forget it
+            if capacity is not None and rate >= 0.8 * capacity:
+                # near the known capacity: additive increase (AimdRateControl near max)
+                rate += NEAR_MAX_INCREASE * elapsed
+            else:
+                rate *= INCREASE_PER_SECOND**elapsed
+            if acked is not None:
+                # no increase beyond what the link has shown it carries (an
+                # application-limited sender does not lower the estimate, though)
+                rate = min(rate, max(1.5 * acked + 10_000, previous))
+            self._last_increase = now
+        else:  # underuse: hold while the queues drain
+            self._last_increase = None
+        self.delay_based = min(max(rate, self.min_bitrate), self.max_bitrate)
+
+    # --- output -----------------------------------------------------------------------
+
+    @property
+    def target(self) -> int:
+        candidates = [self.loss_based]
+        if self.delay_based is not None:
+            candidates.append(self.delay_based)
+        if self.remb is not None:
+            candidates.append(float(self.remb))
+        return int(min(max(min(candidates), self.min_bitrate), self.max_bitrate))
+
+
+class TransportCongestion:
+    """Congestion control of one BUNDLE transport, as the peer uses it.
+
+    * send side: :meth:`prepare` paces video packets (:class:`~.pacer.Pacer` at
+      2.5 x the target) and stamps the transport-wide sequence number where
+      transport-cc was negotiated (:attr:`extension_id`); feedback
+      (:meth:`on_rtcp`), REMB (:meth:`on_remb`) and receiver-report loss
+      (:meth:`on_report_loss`, used while no transport-cc feedback came) feed
+      the :class:`BandwidthEstimator`;
+    * receive side: :meth:`on_rtp` records transport sequence numbers and
+      :meth:`feedback` turns them into feedback packets (every ~100 ms).
+
+    :attr:`estimate` is None until a congestion signal arrived: until then the
+    encoders keep their configured maximum bit rates (as before REMB).
+    """
+
+    #: Feedback interval (libwebrtc sends one per 50-250 ms depending on rate).
+    FEEDBACK_INTERVAL = 0.1
+
+    def __init__(self, clock: collections.abc.Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.estimator = BandwidthEstimator(clock=clock)
+        self.pacer = Pacer()
+        self.extension_id: int | None = None
+        self.history = SendHistory()
+        self.recorder = FeedbackRecorder()
+        self.signalled = False
+        self.feedback_seen = False
+        self._last_feedback = 0.0
+        self.max_bitrate = 0
+
+    # --- configuration ---------------------------------------------------------
+
+    def configure(self, max_bitrate: int) -> None:
+        """The sum of the senders' maximum bit rates: the estimate's ceiling, and its
+        start (this client does not probe: it starts high and backs off on overuse)."""
+        max_bitrate = max(int(max_bitrate), MIN_BITRATE)
+        if max_bitrate == self.max_bitrate:
+            return
+        self.max_bitrate = max_bitrate
+        estimator = self.estimator
+        estimator.max_bitrate = max_bitrate
+        if not self.signalled:
+            estimator.loss_based = float(max_bitrate)
+            estimator.start_bitrate = float(max_bitrate)
+        self.pacer.set_target(self.estimate or max_bitrate)
+
+    @property
+    def estimate(self) -> int | None:
+        """The target bit rate of the transport (bps), once something was signalled."""
+        return self.estimator.target if self.signalled else None
+
+    # --- send side --------------------------------------------------------------
+
+    async def prepare(self, data: bytes, *, paced: bool) -> bytes:
+        """Pace (video) and stamp one outgoing RTP packet; RTCP passes untouched."""
+        if is_rtcp(data):
+            return data
+        if paced:
+            await self.pacer.wait(len(data))
+        if self.extension_id is None:
+            return data
+        packet = bytearray(data)
+        sequence = self.history.next(self._clock(), len(data))
+        if not stamp_transport_sequence(packet, self.extension_id, sequence):
+            return data
+        return bytes(packet)
+
+    def on_rtcp(self, data: bytes) -> bytes:
+        """Take the transport-cc feedback out of a compound RTCP packet; returns the rest."""
+        packets = split_compound(data)
+        if not any(_is_feedback(packet) for packet in packets):
+            return data
+        rest = bytearray()
+        for packet in packets:
+            if _is_feedback(packet):
+                try:
+                    feedback = parse_feedback(packet)
+                except ValueError as exc:
+                    logger.debug("bad transport-cc feedback: %s", exc)
+                    continue
+                self.on_feedback(feedback)
+            else:
+                rest += packet
+        return bytes(rest)
+
+    def on_feedback(self, feedback: Feedback) -> None:
+        results = self.history.results(feedback)
+        if results:
+            self.feedback_seen = self.signalled = True
+            self.estimator.on_packet_results(results)
+            self._update_pacer()
+
+    def on_remb(self, bitrate: int) -> None:
+        self.signalled = True
+        self.estimator.on_remb(bitrate)
+        self._update_pacer()
+
+    def on_report_loss(self, fraction: float) -> None:
+        """Loss from receiver reports; transport-cc feedback, when it comes, is finer."""
+        if self.feedback_seen:
+            return
+        self.signalled = True
+        self.estimator.on_loss_report(fraction)
+        self._update_pacer()
+
+    def on_round_trip_time(self, rtt: float) -> None:
+        self.estimator.round_trip_time = rtt
+
+    def _update_pacer(self) -> None:
+        self.pacer.set_target(self.estimator.target)
+
+    # --- receive side ----------------------------------------------------------------
+
+    def on_rtp(self, sequence: int | None, ssrc: int) -> None:
+        if sequence is not None and self.extension_id is not None:
+            self.recorder.record(sequence, int(self._clock() * 1e6), ssrc)
+
+    def feedback(self, sender_ssrc: int) -> list[bytes]:
+        """Feedback packets due now (every :attr:`FEEDBACK_INTERVAL`)."""
+        now = self._clock()
+        if self.extension_id is None or now - self._last_feedback < self.FEEDBACK_INTERVAL:
+            return []
+        self._last_feedback = now
+        return self.recorder.build(sender_ssrc)
+
+
+def _is_feedback(packet: bytes) -> bool:
+    return len(packet) > 1 and packet[1] == 205 and packet[0] & 0x1F == 15
+
+
+__all__ = ["BandwidthEstimator", "TransportCongestion", "TrendlineDetector", "Usage"]

@@ -1,0 +1,273 @@
+"""``degradation_preference``: what a video sender gives up when bits or CPU run short.
+
+After libwebrtc's ``VideoStreamAdapter`` + ``BalancedDegradationSettings`` +
+``OveruseFrameDetector`` + the media-optimization frame dropper, simplified:
+
+* signals — the target bit rate against the resolution's minimum start bit
+  rate (libwebrtc's default singlecast bit-rate limits; libwebrtc's QP-based
+  quality scaler has no equivalent here), and the encode time against the
+  frame interval (CPU overuse above 85 % for a second, underuse under 50 %
+  for five);
+* adaptations, one step at a time, at most one per second down and one per
+  five seconds up:
+
+  - ``MAINTAIN_FRAMERATE``: the resolution steps down by 3/5 of the pixels
+    (``GetLowerResolutionThan``), never below 320x180; frames are not dropped;
+  - ``MAINTAIN_RESOLUTION``: the frame rate is capped (down to 2 fps);
+  - ``BALANCED``: the frame rate goes down to the balanced table's rate for the
+    resolution (7 fps up to 320x240, 10 up to 480x360, 15 up to 640x480, no
+    limit above), then the resolution, whose new table rate applies at once;
+  - ``DISABLED``: neither; the frame dropper alone keeps the rate.
+
+* a frame dropper (every preference but ``MAINTAIN_FRAMERATE``): a leaky
+  bucket of the encoded bits against the target; while it holds more than half
+  a second of the target, source frames are dropped before the encoder.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ..enums import DegradationPreference
+
+#: (max pixels, min start bps): libwebrtc ``GetDefaultSinglecastBitrateLimits``-like.
+MIN_START_BITRATE = (
+    (320 * 180, 0),
+    (480 * 270, 150_000),
+    (640 * 360, 300_000),
+    (960 * 540, 500_000),
+    (1280 * 720, 900_000),
+    (1 << 40, 1_500_000),
+)
+#: BALANCED: (max pixels, frame rate) (``BalancedDegradationSettings`` defaults).
+BALANCED_FPS = ((320 * 240, 7.0), (480 * 360, 10.0), (640 * 480, 15.0))
+MIN_PIXELS = 320 * 180
+MIN_FPS = 2.0
+DOWN_INTERVAL = 1.0
+UP_INTERVAL = 5.0
+#: Hysteresis: step up once the target is this much above the higher size's need.
+UP_MARGIN = 1.3
+CPU_HIGH = 0.85
+CPU_LOW = 0.5
+#: The frame dropper holds at most this many seconds of the target.
+DROPPER_WINDOW = 0.5
+
+
+def min_start_bitrate(pixels: int) -> int:
+    for limit, bitrate in MIN_START_BITRATE:
+        if pixels <= limit:
+            return bitrate
+    return MIN_START_BITRATE[-1][1]
+
+
+def balanced_fps(pixels: int) -> float | None:
+    for limit, fps in BALANCED_FPS:
+        if pixels <= limit:
+            return fps
+    return None
+
+
+class DegradationAdapter:
+    """Resolution / frame-rate adaptation of one video layer."""
+
+    def __init__(
+        self,
+        preference: DegradationPreference,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.preference = preference
+        self._clock = clock
+        #: at most this many pixels per frame (None: the source's)
+        self.pixel_cap: int | None = None
+        #: at most this many frames per second (None: the source's)
+        self.fps_cap: float | None = None
+        self.target = 0
+        self.source_pixels = 0
+        self.source_fps = 0.0
+        self.cpu_limited = False
+        self._encode_ewma = 0.0
+        self._cpu_high_since: float | None = None
+        self._cpu_low_since: float | None = None
+        self._last_down = -1e9
+        self._last_up = -1e9
+        self._good_since: float | None = None
+        self._bucket = 0.0
+        self._bucket_time: float | None = None
+        self._last_accept = -1e9
+        self.adaptations = 0
+        self.frames_dropped = 0
+
+    # --- inputs ----------------------------------------------------------------------
+
+    def on_target(self, bitrate: int) -> None:
+        self.target = int(bitrate)
+
+    def on_source(self, width: int, height: int, fps: float) -> None:
+        self.source_pixels = width * height
+        self.source_fps = fps
+
+    def on_encoded(self, size_bytes: int, encode_time: float) -> None:
+        self._bucket += size_bytes * 8
+        ewma = self._encode_ewma
+        self._encode_ewma = 0.9 * ewma + 0.1 * encode_time if ewma else encode_time
+
+    # --- outputs --------------------------------------------------------------------
+
+    def limit_size(self, width: int, height: int) -> tuple[int, int]:
+        """The encoded size: ``(width, height)`` scaled under :attr:`pixel_cap`, aspect kept."""
+        cap = self.pixel_cap
+        if cap is None or width * height <= cap:
+            return width, height
+        scale = (cap / (width * height)) ** 0.5
+        return max(2, int(width * scale) & ~1), max(2, int(height * scale) & ~1)
+
+    def accept(self) -> bool:
+        """Whether the next source frame goes to the encoder (frame-rate cap, dropper)."""
+        now = self._clock()
+        self._evaluate(now)
+        if self.fps_cap is not None and now - self._last_accept < 0.9 / self.fps_cap:
+            self.frames_dropped += 1
+            return False
+        if self._dropper_full(now):
+            self.frames_dropped += 1
+            return False
+        self._last_accept = now
+        return True
+
+    # --- the frame dropper ----------------------------------------------------------------
+
+    def _dropper_full(self, now: float) -> bool:
+        if self.preference == DegradationPreference.MAINTAIN_FRAMERATE or self.target <= 0:
+            self._bucket_time = now
+            return False
+        if self._bucket_time is not None:
+            self._bucket = max(0.0, self._bucket - self.target * (now - self._bucket_time))
+        self._bucket_time = now
+        return self._bucket > self.target * DROPPER_WINDOW
+
+    # --- adaptation --------------------------------------------------------------------
+
+    @property
+    def pixels(self) -> int:
+        if self.pixel_cap is None:
+            return self.source_pixels
+        return min(self.pixel_cap, self.source_pixels)
+
+    @property
+    def fps(self) -> float:
+        fps = self.source_fps or 30.0
+        return min(fps, self.fps_cap) if self.fps_cap is not None else fps
+
+    def _cpu_state(self, now: float) -> str:
+        interval = 1.0 / max(self.fps, 1.0)
+        if self._encode_ewma > CPU_HIGH * interval:
+            self._cpu_low_since = None
+            if self._cpu_high_since is None:
+                self._cpu_high_since = now
+            return "high" if now - self._cpu_high_since >= 1.0 else "normal"
+        self._cpu_high_since = None
+        if self._encode_ewma < CPU_LOW * interval:
+            if self._cpu_low_since is None:
+                self._cpu_low_since = now
+            return "low" if now - self._cpu_low_since >= UP_INTERVAL else "normal"
+        self._cpu_low_since = None
+        return "normal"
+
+    def _evaluate(self, now: float) -> None:
+        if self.preference == DegradationPreference.DISABLED or not self.source_pixels:
+            return
+        cpu = self._cpu_state(now)
+        need = self._need(self.pixels, self.fps)
+        short = self.target > 0 and self.target < need
+        if (short or cpu == "high") and now - self._last_down >= DOWN_INTERVAL:
+            if self._step_down():
+                self._last_down = now
+                self._good_since = None
+                self.cpu_limited = cpu == "high"
+            return
+        if short or cpu == "high":
+            return
+        can_up = cpu == "low" if self.cpu_limited else cpu != "high"
+        if not can_up or not self._degraded():
+            self._good_since = None
+            return
+        higher_pixels, higher_fps = self._higher()
+        if self.target and self.target < UP_MARGIN * self._need(higher_pixels, higher_fps):
+            self._good_since = None
+            return
+        if self._good_since is None:
+            self._good_since = now
+        if now - self._good_since >= UP_INTERVAL and now - self._last_up >= UP_INTERVAL:
+            self._step_up()
+            self._last_up = now
+            self._good_since = None
+            if not self._degraded():
+                self.cpu_limited = False
+
+    def _need(self, pixels: int, fps: float) -> float:
+        """Bit rate a size needs at a frame rate (the min start bit rate is for 30 fps)."""
+        return min_start_bitrate(pixels) * min(1.0, fps / 30.0)
+
+    def _degraded(self) -> bool:
+        return self.pixel_cap is not None or self.fps_cap is not None
+
+    def _step_down(self) -> bool:
+        preference = self.preference
+        if preference == DegradationPreference.MAINTAIN_RESOLUTION:
+            return self._fps_down()
+        if preference == DegradationPreference.MAINTAIN_FRAMERATE:
+            return self._resolution_down()
+        # BALANCED: the table's frame rate for this size first, then the size
+        wanted = balanced_fps(self.pixels)
+        if wanted is not None and self.fps > wanted:
+            self.fps_cap = wanted
+            self.adaptations += 1
+            return True
+        if self._resolution_down():
+            wanted = balanced_fps(self.pixels)  # and the table's rate for the new size
+            if wanted is not None and self.fps > wanted:
+                self.fps_cap = wanted
+            return True
+        return self._fps_down()
+
+    def _resolution_down(self) -> bool:
+        pixels = self.pixels * 3 // 5
+        if pixels < MIN_PIXELS:
+            return False
+        self.pixel_cap = pixels
+        self.adaptations += 1
+        return True
+
+    def _fps_down(self) -> bool:
+        fps = max(MIN_FPS, self.fps * 2 / 3)
+        if fps >= self.fps:
+            return False
+        self.fps_cap = fps
+        self.adaptations += 1
+        return True
+
+    def _higher(self) -> tuple[int, float]:
+        """Size and rate after one step up."""
+        pixels, fps = self.pixels, self.fps
+        if self.preference == DegradationPreference.MAINTAIN_RESOLUTION or (
+            self.preference == DegradationPreference.BALANCED
+            and self.fps_cap is not None
+            and self.pixel_cap is None
+        ):
+            return pixels, min(self.source_fps or 30.0, fps * 3 / 2)
+        return min(self.source_pixels, pixels * 5 // 3), fps
+
+    def _step_up(self) -> None:
+        pixels, fps = self._higher()
+        if pixels != self.pixels:
+            self.pixel_cap = None if pixels >= self.source_pixels else pixels
+            if self.preference == DegradationPreference.BALANCED and self.fps_cap is not None:
+                wanted = balanced_fps(self.pixels)
+                self.fps_cap = None if wanted is None else max(self.fps_cap, wanted)
+        else:
+            self.fps_cap = None if fps >= (self.source_fps or 30.0) else fps
+        self.adaptations += 1
+
+
+__all__ = ["DegradationAdapter", "balanced_fps", "min_start_bitrate"]

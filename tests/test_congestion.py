@@ -1,0 +1,234 @@
+"""Congestion control units (issue 6): transport-cc wire format, estimator, pacer.
+
+The estimator is driven by a simulated bottleneck (a FIFO at 300 kbps with a
+300 ms queue limit, like ``tc tbf``) on a virtual clock: fast and exact. The
+real-network test is ``test_congestion_netns.py``.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from aiortc.rtp import RtcpRrPacket
+
+from sora_async.rtc.congestion import BandwidthEstimator, TransportCongestion, Usage
+from sora_async.rtc.pacer import PACING_FACTOR, Pacer
+from sora_async.rtc.twcc import (
+    FeedbackRecorder,
+    SendHistory,
+    build_feedback,
+    is_rtcp,
+    parse_feedback,
+    split_compound,
+    stamp_transport_sequence,
+)
+
+
+def test_feedback_round_trip_with_losses_large_and_negative_deltas() -> None:
+    arrivals: list[int | None] = [1_000_000, 1_000_250, None, None, 1_100_000, 1_099_000]
+    arrivals += [None] * 20 + [1_200_000 + 250 * i for i in range(30)]
+    data = build_feedback(0x11111111, 0x22222222, 65530, arrivals, 7)
+    assert len(data) % 4 == 0 and is_rtcp(data)
+    assert data[0] & 0x1F == 15 and data[1] == 205
+    feedback = parse_feedback(data)
+    assert (feedback.sender_ssrc, feedback.media_ssrc) == (0x11111111, 0x22222222)
+    assert feedback.base_sequence == 65530 and feedback.feedback_count == 7
+    assert [s for s, _ in feedback.packets][:7] == [65530, 65531, 65532, 65533, 65534, 65535, 0]
+    for (_, got), want in zip(feedback.packets, arrivals, strict=True):
+        if want is None:
+            assert got is None
+        else:
+            assert got is not None and abs(got - want) <= 250
+    assert split_compound(data + data) == [data, data]
+
+
+def test_parse_one_bit_status_vectors_and_rejects_truncation() -> None:
+    # base 10, 3 packets, reference 1 (64 ms), one-bit vector: received, lost, received
+    chunk = 0x8000 | (1 << 13) | (0 << 12) | (1 << 11)
+    body = struct.pack("!IIHHI", 1, 2, 10, 3, (1 << 8) | 0) + struct.pack("!H", chunk)
+    body += bytes([4, 8]) + b"\x00\x00"
+    data = struct.pack("!BBH", 0x80 | 15, 205, (len(body) + 4) // 4 - 1) + body
+    feedback = parse_feedback(data)
+    assert feedback.packets == [(10, 64_000 + 1000), (11, None), (12, 64_000 + 3000)]
+    with pytest.raises(ValueError):
+        parse_feedback(data[:21])
+
+
+def test_stamp_transport_sequence_in_place() -> None:
+    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+    from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+
+    uri = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+    extensions = HeaderExtensionsMap()
+    extensions.configure(
+        RTCRtpParameters(
+            headerExtensions=[
+                RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid"),
+                RTCRtpHeaderExtensionParameters(id=5, uri=uri),
+            ]
+        )
+    )
+    packet = RtpPacket(payload_type=96, sequence_number=1, timestamp=2, ssrc=3, payload=b"x")
+    packet.extensions.mid = "1"
+    packet.extensions.transport_sequence_number = 0
+    data = bytearray(packet.serialize(extensions))
+    assert stamp_transport_sequence(data, 5, 0xBEEF)
+    assert RtpPacket.parse(bytes(data), extensions).extensions.transport_sequence_number == 0xBEEF
+    assert not stamp_transport_sequence(data, 6, 1)
+
+
+def test_recorder_and_history_match_feedback_across_wraparound() -> None:
+    history = SendHistory()
+    history._sequence = 65534
+    sent = [history.next(10.0 + i * 0.01, 1000) for i in range(5)]
+    assert sent == [65534, 65535, 0, 1, 2]
+    recorder = FeedbackRecorder()
+    for i, sequence in enumerate(sent):
+        if sequence != 0:
+            recorder.record(sequence, 5_000_000 + i * 10_000, 99)
+    (packet,) = recorder.build(1234)
+    assert recorder.build(1234) == []
+    results = history.results(parse_feedback(packet))
+    assert [r.sequence for r in results] == sent
+    assert [r.arrival is None for r in results] == [False, False, True, False, False]
+    arrivals = [r.arrival for r in results if r.arrival is not None]
+    assert arrivals[1] - arrivals[0] == pytest.approx(0.01, abs=0.0003)
+
+
+def simulate(
+    link_bps: float, seconds: float, start: int = 2_000_000
+) -> tuple[BandwidthEstimator, list[int]]:
+    """A sender at the estimator's target through a FIFO bottleneck (300 ms queue)."""
+    now = [0.0]
+    estimator = BandwidthEstimator(start, max_bitrate=start, clock=lambda: now[0])
+    history = SendHistory()
+    recorder = FeedbackRecorder()
+    queue_free = 0.0
+    size = 1200
+    in_flight: list[tuple[float, int, int | None]] = []  # (arrival, sequence, arrival_us)
+    targets: list[int] = []
+    next_send = 0.0
+    next_feedback = 0.1
+    step = 0.001
+    while now[0] < seconds:
+        while next_send <= now[0]:
+            sequence = history.next(next_send, size)
+            start_service = max(queue_free, next_send)
+            if start_service - next_send > 0.3:
+                in_flight.append((next_send + 0.02, sequence, None))  # tail drop
+            else:
+                queue_free = start_service + size * 8 / link_bps
+                in_flight.append((queue_free + 0.02, sequence, int((queue_free + 0.02) * 1e6)))
+            next_send += size * 8 / estimator.target
+        if now[0] >= next_feedback:
+            next_feedback += 0.1
+            due = [p for p in in_flight if p[0] <= now[0]]
+            in_flight = [p for p in in_flight if p[0] > now[0]]
+            for _, sequence, arrival_us in due:
+                if arrival_us is not None:
+                    recorder.record(sequence, arrival_us, 1)
+            for packet in recorder.build(1):
+                estimator.on_packet_results(history.results(parse_feedback(packet)))
+            targets.append(estimator.target)
+        now[0] += step
+    return estimator, targets
+
+
+def test_estimator_settles_under_a_300_kbps_bottleneck_within_10_s() -> None:
+    estimator, targets = simulate(300_000, 20.0)
+    # one sample per 100 ms: from 10 s on, a sawtooth under the link rate (AIMD:
+    # -15 % on overuse, +5 kbps/s near the capacity, overshooting by a few %)
+    settled = targets[100:]
+    assert sum(settled) / len(settled) < 300_000, settled
+    assert max(settled) < 315_000 and min(settled) > 200_000, settled
+    assert estimator.link_capacity == pytest.approx(300_000, rel=0.05)
+
+
+def test_estimator_keeps_the_rate_on_an_uncongested_link() -> None:
+    estimator, targets = simulate(10_000_000, 5.0, start=1_000_000)
+    assert estimator.detector.state != Usage.OVERUSE
+    assert min(targets) >= 900_000
+
+
+def test_loss_based_and_remb() -> None:
+    now = [0.0]
+    estimator = BandwidthEstimator(1_000_000, max_bitrate=1_000_000, clock=lambda: now[0])
+    estimator.on_loss_report(0.3)
+    assert estimator.target == 850_000
+    estimator.on_loss_report(0.05)  # 2..10 %: hold
+    assert estimator.target == 850_000
+    now[0] = 2.0
+    estimator.on_loss_report(0.0)
+    assert estimator.target == int(850_000 * 1.08 + 1000)
+    estimator.on_remb(400_000)
+    assert estimator.target == 400_000
+
+
+def test_transport_congestion_signals_and_report_loss_defers_to_feedback() -> None:
+    congestion = TransportCongestion(clock=lambda: 1.0)
+    congestion.configure(1_500_000)
+    assert congestion.estimate is None  # no signal yet: encoders keep their maximum
+    assert congestion.pacer.rate == PACING_FACTOR * 1_500_000
+    congestion.on_remb(500_000)
+    assert congestion.estimate == 500_000
+    assert congestion.pacer.rate == PACING_FACTOR * 500_000
+
+
+def test_pacer_spreads_a_frame() -> None:
+    pacer = Pacer()
+    pacer.set_target(1_000_000)
+    delays = [pacer.reserve(1250, now=0.0) for _ in range(10)]
+    slot = 1250 * 8 / (PACING_FACTOR * 1_000_000)
+    assert delays == pytest.approx([i * slot for i in range(10)])
+    # a queue never grows beyond max_queue
+    pacer = Pacer(10_000, max_queue=0.5)
+    assert max(pacer.reserve(1250, now=0.0) for _ in range(100)) == pytest.approx(0.5)
+
+
+def test_transport_congestion_receive_side_feeds_back_every_100_ms() -> None:
+    now = [5.0]
+    congestion = TransportCongestion(clock=lambda: now[0])
+    congestion.on_rtp(1, 0xAAAA)  # transport-cc not negotiated: nothing recorded
+    assert congestion.feedback(0x1234) == []
+    congestion.extension_id = 3
+    for sequence in (10, 11, 13):
+        congestion.on_rtp(sequence, 0xAAAA)
+        now[0] += 0.002
+    (packet,) = congestion.feedback(0x1234)
+    feedback = parse_feedback(packet)
+    assert (feedback.sender_ssrc, feedback.media_ssrc) == (0x1234, 0xAAAA)
+    assert [s for s, a in feedback.packets if a is not None] == [10, 11, 13]
+    assert [s for s, a in feedback.packets if a is None] == [12]
+    congestion.on_rtp(14, 0xAAAA)
+    assert congestion.feedback(0x1234) == []  # not 100 ms yet
+    now[0] += 0.11
+    assert len(congestion.feedback(0x1234)) == 1
+
+
+async def test_transport_congestion_prepare_stamps_in_send_order_and_learns() -> None:
+    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+    from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+
+    uri = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+    extensions = HeaderExtensionsMap()
+    extensions.configure(
+        RTCRtpParameters(headerExtensions=[RTCRtpHeaderExtensionParameters(id=3, uri=uri)])
+    )
+    now = [1.0]
+    congestion = TransportCongestion(clock=lambda: now[0])
+    congestion.extension_id = 3
+    congestion.configure(1_000_000)
+    sent = []
+    for index in range(30):
+        packet = RtpPacket(payload_type=96, sequence_number=index, ssrc=7, payload=b"x" * 1000)
+        packet.extensions.transport_sequence_number = 0
+        data = await congestion.prepare(packet.serialize(extensions), paced=False)
+        sent.append(RtpPacket.parse(data, extensions).extensions.transport_sequence_number)
+        now[0] += 0.01
+    assert sent == list(range(30))
+    rtcp = bytes(RtcpRrPacket(ssrc=1))  # other RTCP passes through untouched
+    assert await congestion.prepare(rtcp, paced=True) == rtcp
+    feedback = build_feedback(9, 7, 0, [int(1e6 * (2.0 + i * 0.01)) for i in range(30)], 0)
+    assert congestion.on_rtcp(rtcp + feedback) == rtcp
+    assert congestion.feedback_seen and congestion.estimate is not None
