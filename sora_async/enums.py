@@ -68,10 +68,12 @@ class Role(enum.StrEnum):
 
     @property
     def sends(self) -> bool:
+        """Whether this role sends media (sendrecv, sendonly)."""
         return self is not Role.RECVONLY
 
     @property
     def receives(self) -> bool:
+        """Whether this role receives media (sendrecv, recvonly)."""
         return self is not Role.SENDONLY
 
 

@@ -63,10 +63,12 @@ class VideoFrame:
 
     @property
     def width(self) -> int:
+        """Width in pixels."""
         return int(self.frame.width)
 
     @property
     def height(self) -> int:
+        """Height in pixels."""
         return int(self.frame.height)
 
     @property
@@ -189,18 +191,22 @@ class AudioFrame:
 
     @property
     def samples_per_channel(self) -> int:
+        """Samples per channel in this frame (480 for 10 ms at 48 kHz)."""
         return int(self._data.shape[0])
 
     @property
     def num_channels(self) -> int:
+        """Number of interleaved channels."""
         return int(self._data.shape[1])
 
     @property
     def sample_rate_hz(self) -> int:
+        """Sample rate in Hz."""
         return self._sample_rate_hz
 
     @property
     def absolute_capture_timestamp_ms(self) -> int | None:
+        """Capture time on the sender (ms since the epoch) where it was carried, else None."""
         return self._absolute_capture_timestamp_ms
 
     def __getstate__(self) -> tuple[bytes, int, int, int, int | None]:

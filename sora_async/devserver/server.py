@@ -413,11 +413,13 @@ class BackgroundDevServer:
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
 
     def start(self) -> BackgroundDevServer:
+        """Start the loop thread and the server on it; returns self."""
         self._thread.start()
         self.call(lambda server: server.start())
         return self
 
     def stop(self) -> None:
+        """Stop the server (closing every session) and its thread. Idempotent."""
         if not self._thread.is_alive():
             return
         with contextlib.suppress(Exception):
@@ -434,14 +436,17 @@ class BackgroundDevServer:
 
     @property
     def port(self) -> int:
+        """The TCP port the server listens on."""
         return self._server.port
 
     @property
     def signaling_url(self) -> str:
+        """``ws://`` (or ``wss://``) URL of the signaling endpoint."""
         return self._server.signaling_url
 
     @property
     def api_url(self) -> str:
+        """URL of the Sora HTTP API endpoint (POST with ``x-sora-target``)."""
         return self._server.api_url
 
     @property

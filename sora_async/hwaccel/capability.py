@@ -120,11 +120,13 @@ class VideoCodecCapability:
     Parameters = CapabilityParameters
 
     def to_json(self) -> dict[str, Any]:
+        """The capability as the official ``to_json()`` gives it: ``{"engines": [...]}``."""
         return {"engines": [e.to_json() for e in self.engines]}
 
     def engine(
         self, implementation: VideoCodecImplementation | int | str
     ) -> CapabilityEngine | None:
+        """The engine of ``implementation`` (enum, value or name), or None if absent."""
         wanted = VideoCodecImplementation.parse(implementation)
         return next((e for e in self.engines if e.name is wanted), None)
 
@@ -202,6 +204,7 @@ class VideoCodecPreference:
         return isinstance(other, VideoCodecPreference) and self.to_json() == other.to_json()
 
     def to_json(self) -> dict[str, Any]:
+        """The preference as the official ``to_json()`` gives it: ``{"codecs": [...]}``."""
         return {"codecs": [c.to_json() for c in self.codecs]}
 
     def find(self, codec_type: VideoCodecType | int | str) -> int | None:
