@@ -16,15 +16,23 @@ import asyncio
 import base64
 import contextlib
 import itertools
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
 import pytest
 
-from sora_async.devserver import DevServer
 from tests.compat_harness import COMPAT, MODULES, OFFICIAL, ModuleClient
+from tests.official.scenario import (
+    CLOSED_API,
+    counters,
+    dev_server,
+    mime_types,
+    notify_of,
+    signaling,
+    sora_api,
+    total,
+)
+from tests.official.scenario import rtp_streams as rtp
 
 _numbers = itertools.count(1)
 
@@ -33,10 +41,6 @@ SMALL_VIDEO = {"width": 320, "height": 240, "fps": 15}
 WS_ONLY_CLOSED = "Succeeded to close WebSocket (DC signaling is not enabled)"
 HYBRID_CLOSED = "Succeeded to close Websocket (DC signaling is enabled)"  # sic: "Websocket"
 DC_ONLY_CLOSED = "Succeeded to close DataChannel"
-CLOSED_API = (
-    "ec=The WebSocket stream was gracefully closed at both endpoints "
-    "wscode=1000 wsreason=DISCONNECTED-API"
-)
 MODES = {
     # name: (data_channel_signaling, ignore_disconnect_websocket)
     "ws-only": (False, False),
@@ -63,18 +67,6 @@ def channel(name: str) -> str:
     return f"diff-{name}-{next(_numbers)}"
 
 
-@contextlib.asynccontextmanager
-async def dev_server(**options: Any) -> AsyncIterator[DevServer]:
-    async with asyncio.timeout(15):
-        server = DevServer(port=0, **options)
-        await server.__aenter__()
-    try:
-        yield server
-    finally:
-        async with asyncio.timeout(15):
-            await server.__aexit__(None, None, None)
-
-
 @pytest.fixture
 async def client() -> AsyncIterator[Callable[..., ModuleClient]]:
     """Factory of :class:`ModuleClient`s, closed (and checked) at teardown."""
@@ -94,66 +86,6 @@ async def client() -> AsyncIterator[Callable[..., ModuleClient]]:
             errors.append(str(e))
     if errors:
         pytest.fail("\n\n".join(errors), pytrace=False)
-
-
-async def sora_api(server: Any, target: str, body: dict[str, Any]) -> tuple[int, Any]:
-    async with asyncio.timeout(10), aiohttp.ClientSession() as session:
-        async with session.post(
-            server.api_url, headers={"x-sora-target": target}, data=json.dumps(body)
-        ) as response:
-            text = await response.text()
-            try:
-                return response.status, json.loads(text)
-            except ValueError:
-                return response.status, text
-
-
-def by_id(stats: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {s["id"]: s for s in stats if "id" in s}
-
-
-def rtp(stats: list[dict[str, Any]], type_: str, kind: str) -> list[dict[str, Any]]:
-    return [s for s in stats if s.get("type") == type_ and s.get("kind") == kind]
-
-
-def total(stats: list[dict[str, Any]], type_: str, kind: str, field: str) -> int:
-    return sum(int(s.get(field) or 0) for s in rtp(stats, type_, kind))
-
-
-def mime_types(stats: list[dict[str, Any]], type_: str, kind: str) -> set[str]:
-    codecs = by_id(stats)
-    return {
-        codecs[s["codecId"]]["mimeType"].lower()
-        for s in rtp(stats, type_, kind)
-        if s.get("codecId") in codecs
-    }
-
-
-def notify_of(event_type: str, connection_id: str | None) -> Callable[[dict[str, Any]], bool]:
-    def match(e: dict[str, Any]) -> bool:
-        m = e["message"]
-        return m.get("event_type") == event_type and m.get("connection_id") == connection_id
-
-    match.__name__ = f"notify {event_type} of {connection_id}"
-    return match
-
-
-def signaling(type_: str, direction: str) -> Callable[[dict[str, Any]], bool]:
-    def match(e: dict[str, Any]) -> bool:
-        m = e["message"]
-        return e["direction"] == direction and isinstance(m, dict) and m.get("type") == type_
-
-    match.__name__ = f"{direction} {type_}"
-    return match
-
-
-def counters(message: dict[str, Any]) -> tuple[Any, ...]:
-    return (
-        message.get("channel_connections"),
-        message.get("channel_sendrecv_connections"),
-        message.get("channel_sendonly_connections"),
-        message.get("channel_recvonly_connections"),
-    )
 
 
 async def wait_frame(
