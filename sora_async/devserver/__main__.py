@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="close every connection after this long (1000 LIFETIME-EXPIRED)",
     )
     parser.add_argument(
+        "--connection-updated-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds between connection.updated notifies (default 60; 0 disables)",
+    )
+    parser.add_argument(
         "--ping-interval",
         type=float,
         default=5.0,
@@ -85,6 +92,7 @@ def options_from_args(args: argparse.Namespace) -> DevServerOptions:
         data_channel_signaling_close_message=args.data_channel_signaling_close_message,
         connection_lifetime=args.connection_lifetime,
         ping_interval=args.ping_interval,
+        connection_updated_interval=args.connection_updated_interval,
         transport_cc=args.transport_cc,
     )
 

@@ -99,6 +99,14 @@ class Channel:
             member.request_renegotiation()
         self.update_spotlight()
 
+    def on_updated(self, subject: Session) -> None:
+        """Periodic ``connection.updated`` about a live member, to its audience."""
+        if subject.connection_id not in self.live:
+            return
+        counters = self.counters()
+        for member in self._audience(subject):
+            member.send_notify(subject.connection_event("connection.updated", counters))
+
     def on_publication(self, publisher: Session) -> None:
         """New upstream media from a live publisher: offer it to the others."""
         for member in self.live.values():

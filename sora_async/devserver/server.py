@@ -75,6 +75,10 @@ class DevServerOptions:
     #: Seconds between WebSocket ``ping``\\ s; a ping unanswered for this long
     #: closes 4490 ``TIMEOUT``. 0 disables pings.
     ping_interval: float = 5.0
+    #: Seconds between the ``connection.updated`` notifies that tell a channel a
+    #: connection is still there (``minutes`` counts its whole minutes). Sora's
+    #: schedule is not public; 60 matches the minute granularity. 0 disables.
+    connection_updated_interval: float = 60.0
     #: Seconds for each signaling step: connect, answer + ICE/DTLS, each re-answer.
     signaling_timeout: float = 30.0
     #: Largest WebSocket message accepted; larger ones close 4490.

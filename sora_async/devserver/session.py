@@ -962,6 +962,8 @@ class Session:
         if lifetime:
             self._spawn(self._expire(lifetime), "lifetime", background=True)
         self._spawn(self._renegotiation_loop(), "renegotiation", background=True)
+        if self.options.connection_updated_interval > 0:
+            self._spawn(self._announce_updates(), "updated", background=True)
         self.channel.on_connected(self)
 
     def _on_publication(self, publication: Publication) -> None:
@@ -1326,6 +1328,13 @@ class Session:
                 return
             self._awaiting_pong = True
             await self.websocket.send({"type": "ping", "stats": tick % 2 == 0})
+
+    async def _announce_updates(self) -> None:
+        interval = self.options.connection_updated_interval
+        while self.state is SessionState.CONNECTED and self.channel is not None:
+            await asyncio.sleep(interval)
+            if self.state is SessionState.CONNECTED and self.channel is not None:
+                self.channel.on_updated(self)
 
     async def _expire(self, lifetime: float) -> None:
         await asyncio.sleep(lifetime)

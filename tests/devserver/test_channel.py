@@ -8,6 +8,7 @@ from datetime import datetime
 from sora_async.devserver import DevServer
 
 from .support import (
+    DevServerStarter,
     FakePeerFactory,
     SignalingClient,
     answer_reoffers,
@@ -179,3 +180,56 @@ async def test_leaving_is_complete_and_the_channel_disappears(server: DevServer)
     await wait_gone(server, client.connection_id)
     assert server.connections == {}
     assert server.registry.channels == {}
+
+
+async def test_connection_updated_repeats_for_each_live_member(
+    start_server: DevServerStarter,
+) -> None:
+    server = await start_server(connection_updated_interval=0.2)
+    viewer = await join(server, role="recvonly", client_id="viewer", bundle_id="b1")
+    camera = await join(server, role="sendonly", client_id="camera")
+    twin = await join(server, role="recvonly", client_id="twin", bundle_id="b1")
+    await answer_reoffers(viewer)
+
+    # The viewer hears about the camera and about itself, with the channel's counters.
+    for subject in (camera, viewer):
+        first = await viewer.wait_notify("connection.updated", connection_id=subject.connection_id)
+        assert first["minutes"] == 0 and first["channel_connections"] == 3
+        assert first["role"] == ("sendonly" if subject is camera else "recvonly")
+    updates = [
+        m
+        for m in viewer.of_type("notify")
+        if m["event_type"] == "connection.updated" and m["connection_id"] == camera.connection_id
+    ]
+    assert updates and all(m["client_id"] == "camera" for m in updates)
+    # Same bundle: never about each other.
+    await twin.wait_notify("connection.updated", connection_id=camera.connection_id)
+    assert not [
+        m
+        for m in viewer.of_type("notify")
+        if m["event_type"] == "connection.updated" and m["connection_id"] == twin.connection_id
+    ]
+
+    await camera.send({"type": "disconnect", "reason": "NO-ERROR"})
+    assert await camera.wait_closed() == (1000, "TYPE-DISCONNECT")
+    await viewer.wait_notify("connection.destroyed", connection_id=camera.connection_id)
+    gone_at = len(viewer.of_type("notify"))
+    # Two more rounds about the viewer itself, none about the camera any more.
+    for _ in range(2):
+        await viewer.wait_type(
+            "notify",
+            event_type="connection.updated",
+            connection_id=viewer.connection_id,
+            channel_connections=2,
+        )
+    later = viewer.of_type("notify")[gone_at:]
+    assert all(m["connection_id"] != camera.connection_id for m in later)
+
+
+async def test_connection_updated_off(start_server: DevServerStarter) -> None:
+    server = await start_server(connection_updated_interval=0)
+    viewer = await join(server, role="recvonly")
+    camera = await join(server, role="sendonly")
+    await viewer.wait_notify("connection.created", connection_id=camera.connection_id)
+    await answer_reoffers(viewer)
+    assert all(m["event_type"] != "connection.updated" for m in viewer.of_type("notify"))
