@@ -19,11 +19,20 @@ What is reached, and why:
 - :func:`set_ice_controlling`: ``RTCIceTransport._connection`` (aioice) holds
   the ICE role; the offerer is controlling, the answerer controlled unless
   the offerer is ICE-lite (RFC 8445 §6.1.1).
-- :func:`gather_on_addresses`: aioice never offers 127.0.0.1, so a server or
-  a test bound to loopback gathers with ``Connection.get_component_candidates``
-  on chosen addresses, then marks the gatherer completed.
+- :func:`gather` replaces ``RTCIceGatherer.gather``, for two reasons. aioice
+  never offers 127.0.0.1, so a server or a test bound to loopback gathers host
+  candidates on chosen addresses (``Connection.get_component_candidates``).
+  And aioice allocates on one TURN server per connection, with an SSL context
+  of its own for ``turns:``: this allocates on every TURN server of the offer,
+  in parallel, with aioice's own ``relayed_candidate``
+  (``turn.create_turn_endpoint``), passing our ``ssl.SSLContext``, and gives
+  each relay a local preference by its transport to the TURN server (UDP >
+  TCP > TLS). It reads ``Connection._transport_policy``/``_use_ipv4``/
+  ``_use_ipv6``, appends to ``_local_candidates``/``_protocols`` as aioice's
+  gathering does and sets the gatherer's state.
 - :func:`nominated_pair`: aioice's nominated pair for the ``candidate-pair``,
-  ``local-candidate`` and ``remote-candidate`` stats.
+  ``local-candidate`` and ``remote-candidate`` stats (``relayProtocol`` for a
+  relay candidate :func:`gather` obtained).
 - :func:`watch_ice_activity`: wraps each aioice socket protocol's
   ``datagram_received`` to see every datagram first (STUN consent checks
   included, which never reach DTLS): the engine's liveness signal, so a dead
@@ -38,12 +47,17 @@ Server-created DataChannels need nothing private: ``RTCSctpTransport`` emits
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import ssl
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import aioice.ice
 import aiortc
+from aioice.candidate import candidate_foundation, candidate_priority
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
 
@@ -124,14 +138,142 @@ def set_ice_controlling(ice: RTCIceTransport, controlling: bool) -> None:
     ice._role_set = True
 
 
-async def gather_on_addresses(gatherer: RTCIceGatherer, addresses: Sequence[str]) -> None:
-    """Gather host candidates on ``addresses`` only (plus STUN/TURN if configured)."""
+@dataclass(frozen=True)
+class TurnServer:
+    """One TURN URL of the offer: ``turn:host:port?transport=udp|tcp`` or
+    ``turns:host:port?transport=tcp`` (``tls``)."""
+
+    host: str
+    port: int
+    #: transport to the TURN server: ``"udp"`` or ``"tcp"``
+    transport: str = "udp"
+    #: ``turns:``: TLS over ``tcp``
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def relay_protocol(self) -> str:
+        """``"udp"``, ``"tcp"`` or ``"tls"`` (W3C ``RTCIceCandidate.relayProtocol``)."""
+        return "tls" if self.tls else self.transport
+
+    @property
+    def url(self) -> str:
+        """The URL, without credentials (for messages)."""
+        scheme = "turns" if self.tls else "turn"
+        return f"{scheme}:{self.host}:{self.port}?transport={self.transport}"
+
+    def __repr__(self) -> str:  # no password in reprs
+        return f"TurnServer({self.url!r})"
+
+
+#: Local preference (RFC 8445 §5.1.2.1) of relay candidates by relay protocol:
+#: every UDP relay above every TCP relay above every TLS relay, and within one
+#: protocol the offer's order (minus the server's index). Relays have the
+#: lowest type preference, so host and srflx candidates stay above them.
+RELAY_LOCAL_PREFERENCE = {"udp": 65535, "tcp": 65535 - 16384, "tls": 65535 - 32768}
+
+#: ``relayProtocol`` of the relay candidates this module gathered.
+_relay_protocols: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+async def gather(
+    gatherer: RTCIceGatherer,
+    *,
+    addresses: Sequence[str] | None = None,
+    turn_servers: Sequence[TurnServer] = (),
+    ssl_context: ssl.SSLContext | None = None,
+    allocation_timeout: float = 5.0,
+    grace: float = 1.0,
+) -> dict[TurnServer, BaseException]:
+    """Gather host/STUN candidates and a relay candidate on every TURN server.
+
+    ``addresses``: host candidates on these only (None: every interface, as
+    aioice); none with the ``relay`` policy (RFC 9429 §3.5.3). Allocations run
+    in parallel and are bounded: a server that has not answered
+    ``allocation_timeout`` seconds after the start, or ``grace`` seconds after
+    the first relay candidate came, is given up. ``ssl_context`` verifies
+    ``turns:`` servers (None: the system store). Returns why each failed
+    server gave nothing.
+    The gatherer must be ``new`` (it is ``completed`` afterwards).
+    """
     connection = gatherer._connection
-    candidates = await connection.get_component_candidates(component=1, addresses=list(addresses))
+    relay_only = connection._transport_policy == aioice.ice.TransportPolicy.RELAY
+    if relay_only:
+        hosts: list[str] = []
+    elif addresses is None:
+        hosts = aioice.ice.get_host_addresses(
+            use_ipv4=connection._use_ipv4, use_ipv6=connection._use_ipv6
+        )
+    else:
+        hosts = list(addresses)
+    connection._local_candidates_start = True
+    gatherer._RTCIceGatherer__setState("gathering")  # type: ignore[attr-defined]
+    ranks: dict[str, int] = {}
+    allocations = {}
+    for server in turn_servers:
+        index = ranks[server.relay_protocol] = ranks.get(server.relay_protocol, -1) + 1
+        preference = RELAY_LOCAL_PREFERENCE[server.relay_protocol] - min(index, 16383)
+        task = asyncio.ensure_future(_allocate(connection, server, preference, ssl_context))
+        allocations[task] = server
+    failures: dict[TurnServer, BaseException] = {}
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline = started + allocation_timeout
+    try:
+        candidates = await connection.get_component_candidates(component=1, addresses=hosts)
+        pending = set(allocations)
+        while pending and (remaining := deadline - loop.time()) > 0:
+            done, pending = await asyncio.wait(
+                pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                error = task.exception()
+                if error is not None:
+                    failures[allocations[task]] = error
+                else:
+                    candidates.append(task.result())
+                    deadline = min(deadline, loop.time() + grace)
+        for task in pending:
+            waited = loop.time() - started
+            failures[allocations[task]] = TimeoutError(f"no answer within {waited:.1f} s")
+    finally:
+        for task in allocations:
+            task.cancel()
+        # cancelled allocations close their sockets (create_turn_endpoint)
+        await asyncio.gather(*allocations, return_exceptions=True)
     connection._local_candidates += candidates
     connection._local_candidates_end = True
-    # keep the gatherer's own bookkeeping consistent with gather()
     gatherer._RTCIceGatherer__setState("completed")  # type: ignore[attr-defined]
+    return failures
+
+
+async def _allocate(
+    connection: Any, server: TurnServer, preference: int, ssl_context: ssl.SSLContext | None
+) -> Any:
+    if server.tls:
+        tls: bool | ssl.SSLContext = ssl_context if ssl_context is not None else True
+    else:
+        tls = False
+    candidate, protocol = await aioice.ice.relayed_candidate(
+        component=1,
+        hide_related_address=connection._transport_policy == aioice.ice.TransportPolicy.RELAY,
+        protocol_factory=lambda: aioice.ice.StunProtocol(connection),
+        turn_server=(server.host, server.port),
+        turn_username=server.username,
+        turn_password=server.password,
+        turn_ssl=tls,  # type: ignore[arg-type]  # create_turn_endpoint takes a context
+        turn_transport=server.transport,
+    )
+    # closed with the connection, like aioice's own relay protocol
+    connection._protocols.append(protocol)
+    candidate.priority = candidate_priority(1, "relay", preference)
+    # RFC 8445 §5.1.1.3: relays from different servers/transports differ in foundation
+    candidate.foundation = candidate_foundation(
+        "relay", f"udp/{server.relay_protocol}/{server.host}:{server.port}", candidate.host
+    )
+    _relay_protocols[candidate] = server.relay_protocol
+    return candidate
 
 
 def watch_ice_activity(ice: RTCIceTransport, on_datagram: Callable[[bytes], bool]) -> None:
@@ -179,7 +321,7 @@ def nominated_pair(ice: RTCIceTransport) -> CandidatePair | None:
 
 
 def _candidate(candidate: Any) -> dict[str, Any]:
-    return {
+    entry = {
         "address": candidate.host,
         "port": candidate.port,
         "protocol": candidate.transport.lower(),
@@ -187,3 +329,7 @@ def _candidate(candidate: Any) -> dict[str, Any]:
         "priority": candidate.priority,
         "foundation": candidate.foundation,
     }
+    relay_protocol = _relay_protocols.get(candidate)
+    if relay_protocol is not None:
+        entry["relayProtocol"] = relay_protocol
+    return entry

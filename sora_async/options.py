@@ -249,7 +249,8 @@ class ConnectionOptions:
             raise ValueError("proxy_username/proxy_password need proxy_url")
         if self.insecure:
             logger.warning(
-                "insecure=True: TLS certificates of the signaling server are NOT verified"
+                "insecure=True: TLS certificates of the signaling server and of TURN "
+                "servers (turns:) are NOT verified"
             )
 
     def __repr__(self) -> str:
@@ -379,6 +380,13 @@ class ConnectionOptions:
             client_key=self.client_key,
             insecure=bool(self.insecure),
         )
+
+    def turn_ssl_context(self) -> ssl.SSLContext:
+        """TLS for ``turns:`` servers of the offer: ``ca_cert`` and ``insecure`` as
+        for ``wss://`` (the system trust store by default); no client certificate."""
+        from .websocket import tls_context
+
+        return tls_context(ca_cert=self.ca_cert, insecure=bool(self.insecure))
 
 
 # -- client identification (sora-protocol.md §8.3) ----------------------------

@@ -378,7 +378,7 @@ async def test_a_recvonly_whose_preference_cannot_decode_the_channel_codec_fails
             await peer.apply_offer(offer_sdp(remote_stream("video", "0", SENDER_A, 1)), message)
 
 
-def test_ice_servers_one_stun_and_the_best_turn_transport() -> None:
+def test_ice_servers_one_stun_and_every_turn_url_udp_then_tcp_then_tls() -> None:
     config = {
         "iceServers": [
             {
@@ -399,11 +399,31 @@ def test_ice_servers_one_stun_and_the_best_turn_transport() -> None:
     assert [s.urls for s in servers] == [
         "stun:stun.example.com:3478",
         "turn:turn.example.com:3478?transport=udp",
+        "turn:turn.example.com:3478?transport=tcp",
+        "turns:turn.example.com:443?transport=tcp",
     ]
-    assert servers[1].username == "u" and servers[1].credential == "p"
+    assert all(s.username == "u" and s.credential == "p" for s in servers[1:])
     assert policy.name == "RELAY"
-    tcp_only = {"iceServers": [{"urls": ["turns:t:443?transport=tcp", "turn:t?transport=tcp"]}]}
-    assert [s.urls for s in select_ice_servers(tcp_only)[0]] == ["turn:t?transport=tcp"]
+    several = {
+        "iceServers": [
+            {
+                "urls": [
+                    "turns:a:443?transport=tcp",
+                    "turn:a?transport=tcp",
+                    "turns:a?transport=udp",
+                ]
+            },
+            {"urls": ["turn:b?transport=tcp", "turn:b", "turn:a?transport=tcp"]},
+        ]
+    }
+    # every server, UDP first, then TCP, then TLS, the offer's order in each, no duplicates
+    # (turns: over UDP, i.e. DTLS, is not supported by aioice)
+    assert [s.urls for s in select_ice_servers(several)[0]] == [
+        "turn:b",
+        "turn:a?transport=tcp",
+        "turn:b?transport=tcp",
+        "turns:a:443?transport=tcp",
+    ]
     assert select_ice_servers(None)[0] == []
 
 

@@ -3,19 +3,26 @@
 If aiortc moves a private member the engine relies on, the first test names
 it; the second runs the real thing: an offering and an answering
 ``BundleTransport`` on loopback exchanging raw SRTP/SRTCP and opening a
-DataChannel the offerer created (as Sora does).
+DataChannel the offerer created (as Sora does). The last ones gather relay
+candidates on several TURN servers at once: a real coturn (skipped where it
+is not installed) and a silent one that must not hold gathering up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import aioice
 import aioice.ice
+import aioice.turn
 import aiortc
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.rtcdatachannel import RTCDataChannel, RTCDataChannelParameters
 from aiortc.rtcdtlstransport import RTCDtlsParameters, RTCDtlsTransport
 from aiortc.rtcicetransport import RTCIceGatherer, RTCIceParameters, RTCIceTransport
@@ -23,6 +30,9 @@ from aiortc.rtp import RtcpPsfbPacket, RtpPacket
 
 from sora_async import _aiortc_seam as seam
 from sora_async.rtc.transport import BundleTransport
+from sora_async.websocket import tls_context
+from tests.security_support import eventually, make_pki
+from tests.turn_support import LOOPBACK, Coturn, dead_udp_and_tcp_port
 
 
 def test_the_private_members_the_seam_uses_exist_in_the_pinned_aiortc() -> None:
@@ -44,13 +54,29 @@ def test_the_private_members_the_seam_uses_exist_in_the_pinned_aiortc() -> None:
     for name in (
         "_local_candidates",
         "_local_candidates_end",
+        "_local_candidates_start",
         "_nominated",
         "_protocols",
+        "_transport_policy",
+        "_use_ipv4",
+        "_use_ipv6",
         "ice_controlling",
     ):
         assert hasattr(connection, name), name
     assert callable(aioice.ice.StunProtocol.datagram_received)
     assert inspect.iscoroutinefunction(connection.get_component_candidates)
+    # seam.gather: aioice's relay allocation, handed our SSL context for turns:
+    assert aioice.ice.TransportPolicy.RELAY is not None
+    assert callable(aioice.ice.get_host_addresses)
+    relayed = inspect.signature(aioice.ice.relayed_candidate).parameters
+    for name in ("component", "hide_related_address", "protocol_factory", "turn_server"):
+        assert name in relayed, name
+    for name in ("turn_username", "turn_password", "turn_ssl", "turn_transport"):
+        assert name in relayed, name
+    assert "ssl=turn_ssl" in inspect.getsource(aioice.ice.relayed_candidate)
+    assert "ssl=ssl" in inspect.getsource(aioice.turn.create_turn_endpoint)
+    # no TURN server is given to aioice itself: it would allocate on one more
+    assert connection.turn_server is None
 
 
 async def test_offerer_and_answerer_exchange_srtp_and_open_a_datachannel() -> None:
@@ -139,3 +165,87 @@ async def test_offerer_and_answerer_exchange_srtp_and_open_a_datachannel() -> No
             await answerer.stop()
     assert states["answerer"] == ["connecting", "connected", "closed"]
     assert states["offerer"][-1] == "closed"
+
+
+def local_preference(candidate: Any) -> int:
+    return (int(candidate.priority) >> 8) & 0xFFFF
+
+
+async def test_gather_allocates_on_every_turn_server_udp_before_tcp_before_tls(
+    tmp_path: Path,
+) -> None:
+    pki = make_pki(tmp_path)
+    turn = Coturn("seam", "pw", cert=pki.server_cert, key=pki.server_key).start()
+    dead = dead_udp_and_tcp_port()
+    servers = [
+        seam.TurnServer(LOOPBACK, turn.tls_port, "tcp", True, "seam", "pw"),
+        seam.TurnServer(LOOPBACK, dead, "tcp", False, "seam", "pw"),  # refused
+        seam.TurnServer(LOOPBACK, turn.port, "tcp", False, "seam", "pw"),
+        seam.TurnServer(LOOPBACK, turn.port, "udp", False, "seam", "wrong"),  # 401
+        seam.TurnServer(LOOPBACK, turn.port, "udp", False, "seam", "pw"),
+    ]
+    gatherer = RTCIceGatherer(iceServers=[])
+    try:
+        async with asyncio.timeout(15):
+            failures = await seam.gather(
+                gatherer,
+                addresses=[LOOPBACK],
+                turn_servers=servers,
+                ssl_context=tls_context(ca_cert=pki.ca_pem),
+                grace=5.0,
+            )
+        assert gatherer.state == "completed"
+        candidates = sorted(
+            gatherer._connection.local_candidates, key=lambda c: c.priority, reverse=True
+        )
+        assert [c.type for c in candidates] == ["host", "relay", "relay", "relay"]
+        relays = candidates[1:]
+        # UDP relays above TCP relays above TLS relays, whatever the offer's order;
+        # within a protocol, minus the server's place among that protocol's servers
+        preference = seam.RELAY_LOCAL_PREFERENCE
+        assert [local_preference(c) for c in relays] == [
+            preference["udp"] - 1,
+            preference["tcp"] - 1,
+            preference["tls"],
+        ]
+        assert len({c.foundation for c in relays}) == 3
+        for relay in relays:
+            await turn.wait_for_log(f"Local relay addr: {LOOPBACK}:{relay.port}")
+        assert set(failures) == {servers[1], servers[3]}
+        assert isinstance(failures[servers[1]], ConnectionRefusedError)
+        assert "401" in str(failures[servers[3]])
+        assert "pw" not in repr(servers)
+        # the relays' sockets belong to the connection, like aioice's own
+        assert len(gatherer._connection._protocols) == 4
+    finally:
+        async with asyncio.timeout(10):
+            await gatherer._connection.close()
+        try:
+            # closing the connection deletes the three allocations (lifetime 0)
+            await eventually(lambda: turn.log().count("username=<seam>, lifetime=0") >= 3)
+        finally:
+            turn.stop()
+
+
+async def test_gather_gives_up_a_silent_turn_server_in_bounded_time() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind((LOOPBACK, 0))
+        silent.setblocking(False)
+        server = seam.TurnServer(LOOPBACK, silent.getsockname()[1], "udp", False, "u", "p")
+        gatherer = RTCIceGatherer(iceServers=[], iceTransportPolicy=RTCIceTransportPolicy.RELAY)
+        started = time.monotonic()
+        async with asyncio.timeout(10):
+            failures = await seam.gather(
+                gatherer, addresses=[LOOPBACK], turn_servers=[server], allocation_timeout=1.0
+            )
+        elapsed = time.monotonic() - started
+        request, _ = silent.recvfrom(2048)  # the Allocate request did go out
+    assert 1.0 <= elapsed < 3.0, elapsed
+    assert isinstance(failures[server], TimeoutError)
+    assert str(failures[server]).startswith("no answer within 1.")
+    assert request[:2] == b"\x00\x03"  # STUN Allocate request
+    # relay policy: no host candidate either; the abandoned socket is closed
+    assert gatherer._connection.local_candidates == []
+    assert gatherer._connection._protocols == []
+    assert gatherer.state == "completed"
+    await gatherer._connection.close()

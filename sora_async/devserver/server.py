@@ -89,6 +89,9 @@ class DevServerOptions:
     ice_addresses: tuple[str, ...] = ()
     #: ``config.iceServers`` of every offer (each ``{"urls": [...], "username", "credential"}``).
     ice_servers: tuple[Mapping[str, Any], ...] = ()
+    #: ``config.iceTransportPolicy`` of every offer (``"relay"``: clients must
+    #: relay through a TURN server of ``ice_servers``); None: not sent.
+    ice_transport_policy: str | None = None
     version: str = SORA_VERSION
     #: Offer transport-cc (header extension + ``a=rtcp-fb:* transport-cc``) on the
     #: clients' upstream m-lines and send transport-cc feedback for it, as Sora

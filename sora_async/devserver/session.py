@@ -830,7 +830,14 @@ class Session:
             "session_id": self.channel.session_id,
             "channel_id": s.channel_id,
             # sora_sdk aborts without config.iceServers (an empty array is fine).
-            "config": {"iceServers": [dict(server) for server in self.options.ice_servers]},
+            "config": {
+                "iceServers": [dict(server) for server in self.options.ice_servers],
+                **(
+                    {"iceTransportPolicy": self.options.ice_transport_policy}
+                    if self.options.ice_transport_policy is not None
+                    else {}
+                ),
+            },
             "simulcast": self.simulcast,
             "spotlight": s.spotlight,
             "audio": s.audio,

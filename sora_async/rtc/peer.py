@@ -30,9 +30,10 @@ import asyncio
 import logging
 import random
 import secrets
+import ssl
 import time
 import uuid
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,8 +108,10 @@ class RtcOptions:
     """What the engine needs from the connection's options.
 
     ``ice_addresses`` restricts ICE gathering to those addresses (tests and
-    loopback-only setups); ``openh264`` is the path of Cisco's library for
-    ``CISCO_OPENH264``. Bit rates are in kbps, as in the connect message.
+    loopback-only setups); ``turn_ssl_context`` makes the ``ssl.SSLContext``
+    that verifies ``turns:`` servers (None: the system trust store);
+    ``openh264`` is the path of Cisco's library for ``CISCO_OPENH264``. Bit
+    rates are in kbps, as in the connect message.
     """
 
     role: Role = Role.SENDRECV
@@ -121,6 +124,7 @@ class RtcOptions:
     video_bit_rate: int | None = None
     openh264: str | None = None
     ice_addresses: Sequence[str] | None = None
+    turn_ssl_context: Callable[[], ssl.SSLContext] | None = None
     audio_transform: FrameTransform | None = None
     video_transform: FrameTransform | None = None
     #: ``DegradationPreference`` of the video sender (None: no adaptation; issue 6)
@@ -138,6 +142,7 @@ class RtcOptions:
             video_bit_rate=options.video_bit_rate,
             degradation_preference=getattr(options, "degradation_preference", None),
             openh264=getattr(options, "openh264", None),
+            turn_ssl_context=getattr(options, "turn_ssl_context", None),
             # issue 7: Connection(*_frame_transformer=) -> the senders' encoded-frame hooks
             audio_transform=send_hook(getattr(options, "audio_frame_transformer", None), "audio"),
             video_transform=send_hook(getattr(options, "video_frame_transformer", None), "video"),
@@ -227,11 +232,14 @@ class RtcPeer(AsyncIOEventEmitter):
             self._check_video_codec(offer_message)
             self._read_offer_message(offer_message)
             servers, policy = select_ice_servers(offer_message.get("config"))
+            make_tls = self.options.turn_ssl_context
+            turns = any(str(server.urls).startswith("turns:") for server in servers)
             # The answerer is ICE-controlled unless the offerer is ICE-lite (RFC 8445 §6.1.1).
             transport = BundleTransport(
                 ice_controlling=offer.ice_lite,
                 ice_servers=servers,
                 ice_transport_policy=policy,
+                turn_ssl_context=make_tls() if make_tls is not None and turns else None,
                 ice_addresses=self.options.ice_addresses,
                 on_state=self._on_transport_state,
             )

@@ -8,10 +8,12 @@ DTLS role, RFC 8841). Decrypted RTP/RTCP goes to callbacks unparsed and raw
 packets go out through :meth:`BundleTransport.send_rtp`; the aiortc internals
 this needs live in ``sora_async._aiortc_seam``.
 
-ICE servers: aioice uses one STUN and one TURN server at most
-(``aiortc-notes.md`` A.8), so :func:`select_ice_servers` picks them from a
-browser ``RTCConfiguration`` deliberately instead of letting aiortc take the
-first URL it happens to see.
+ICE servers: :func:`select_ice_servers` reads them from Sora's browser
+``RTCConfiguration``: the first STUN URL (aioice queries one STUN server) and
+every TURN URL aioice can use. aioice itself allocates on a single TURN server
+(``aiortc-notes.md`` A.8); :func:`sora_async._aiortc_seam.gather` allocates on
+all of them in parallel, so a dead or refusing first server does not prevent
+relaying through a later one, and UDP relays are preferred over TCP over TLS.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -37,7 +40,7 @@ from aiortc.rtcsctptransport import RTCSctpCapabilities, RTCSctpTransport
 from aiortc.sdp import candidate_from_sdp
 
 from .. import _aiortc_seam as seam
-from .._aiortc_seam import RawDtlsTransport
+from .._aiortc_seam import RawDtlsTransport, TurnServer
 
 logger = logging.getLogger("sora_async.rtc")
 
@@ -49,19 +52,28 @@ ForwardingDtlsTransport = RawDtlsTransport
 #: (``turns:`` over UDP, i.e. DTLS to the TURN server, is not supported by aioice.)
 _TURN_PREFERENCE = (("turn", "udp"), ("turn", "tcp"), ("turns", "tcp"))
 
+#: Seconds gathering waits for TURN allocations (all run in parallel), and for
+#: the others once one relay candidate came: a dead or black-holed TURN server
+#: delays the answer by this much at most.
+TURN_ALLOCATION_TIMEOUT = 5.0
+TURN_ALLOCATION_GRACE = 1.0
+
 
 def select_ice_servers(config: Any) -> tuple[list[RTCIceServer], RTCIceTransportPolicy]:
-    """The ICE servers aioice will really use, from Sora's ``offer.config``.
+    """The ICE servers the engine will use, from Sora's ``offer.config``.
 
     ``config`` is a browser ``RTCConfiguration`` (``sora-protocol.md`` §3.1):
     ``iceServers`` entries with ``urls`` (a string or a list), ``username`` and
-    ``credential``, and ``iceTransportPolicy``. aioice supports one STUN and
-    one TURN server, so this returns at most two single-URL servers: the first
-    STUN URL, and the first TURN URL in UDP → TCP → TLS order (Sora lists all
-    three for the same relay). Malformed URLs are skipped.
+    ``credential``, and ``iceTransportPolicy``. Returns single-URL servers: the
+    first STUN URL (aioice queries one STUN server), then every usable TURN URL
+    (``turn:`` over UDP or TCP, ``turns:`` over TCP), UDP first, then TCP, then
+    TLS, each group in the offer's order, duplicates removed. The engine
+    allocates on all of them (:class:`BundleTransport`). Malformed URLs are
+    skipped.
     """
     stun: RTCIceServer | None = None
-    turn: dict[tuple[str, str], RTCIceServer] = {}
+    turn: dict[tuple[str, str], list[RTCIceServer]] = {key: [] for key in _TURN_PREFERENCE}
+    seen: set[tuple[Any, ...]] = set()
     policy = RTCIceTransportPolicy.ALL
     if isinstance(config, Mapping):
         for server in config.get("iceServers") or []:
@@ -80,20 +92,47 @@ def select_ice_servers(config: Any) -> tuple[list[RTCIceServer], RTCIceTransport
                     stun = RTCIceServer(urls=url)
                 elif parsed["scheme"] in ("turn", "turns"):
                     key = (parsed["scheme"], parsed["transport"])
-                    if key in _TURN_PREFERENCE and key not in turn:
-                        turn[key] = RTCIceServer(
-                            urls=url,
-                            username=server.get("username"),
-                            credential=server.get("credential"),
+                    identity = (*key, parsed["host"], parsed["port"], server.get("username"))
+                    if key in turn and identity not in seen:
+                        seen.add(identity)
+                        turn[key].append(
+                            RTCIceServer(
+                                urls=url,
+                                username=server.get("username"),
+                                credential=server.get("credential"),
+                            )
                         )
         if config.get("iceTransportPolicy") == "relay":
             policy = RTCIceTransportPolicy.RELAY
     servers = [stun] if stun is not None else []
     for key in _TURN_PREFERENCE:
-        if key in turn:
-            servers.append(turn[key])
-            break
+        servers += turn[key]
     return servers, policy
+
+
+def _split_ice_servers(
+    servers: Sequence[RTCIceServer],
+) -> tuple[list[RTCIceServer], list[TurnServer]]:
+    """STUN servers for aioice, and TURN servers for the seam's gathering."""
+    stun: list[RTCIceServer] = []
+    turn: list[TurnServer] = []
+    for server in servers:
+        for url in [server.urls] if isinstance(server.urls, str) else list(server.urls):
+            parsed = parse_stun_turn_uri(url)
+            if parsed["scheme"] not in ("turn", "turns"):
+                stun.append(RTCIceServer(urls=url))
+            elif (parsed["scheme"], parsed["transport"]) in _TURN_PREFERENCE:
+                turn.append(
+                    TurnServer(
+                        host=parsed["host"],
+                        port=parsed["port"],
+                        transport=parsed["transport"],
+                        tls=parsed["scheme"] == "turns",
+                        username=server.username,
+                        password=server.credential,
+                    )
+                )
+    return stun, turn
 
 
 class BundleTransport:
@@ -101,8 +140,10 @@ class BundleTransport:
 
     ``ice_addresses``: gather host candidates on these addresses only (the
     dev server and hermetic tests use ``["127.0.0.1"]``); None gathers on every
-    interface, as aiortc does. ``on_state`` gets "connecting", "connected",
-    "failed" and "closed".
+    interface, as aiortc does. ``ice_servers``: STUN and TURN servers (a relay
+    candidate is gathered on every TURN server); ``turn_ssl_context`` verifies
+    ``turns:`` servers (None: the system trust store). ``on_state`` gets
+    "connecting", "connected", "failed" and "closed".
 
     Example (the answering side)::
 
@@ -121,6 +162,7 @@ class BundleTransport:
         ice_controlling: bool = True,
         ice_servers: Sequence[RTCIceServer] = (),
         ice_transport_policy: RTCIceTransportPolicy = RTCIceTransportPolicy.ALL,
+        turn_ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._ice_addresses = list(ice_addresses) if ice_addresses is not None else None
         self._loopback_only = bool(self._ice_addresses) and all(
@@ -128,8 +170,14 @@ class BundleTransport:
         )
         self._on_state = on_state
         self._certificate = RTCCertificate.generateCertificate()
+        stun_servers, self._turn_servers = _split_ice_servers(ice_servers)
+        self._turn_ssl_context = turn_ssl_context
+        self._relay_only = ice_transport_policy == RTCIceTransportPolicy.RELAY
+        #: why each TURN server gave no relay candidate (its URL -> the reason)
+        self.turn_errors: dict[str, str] = {}
+        # TURN servers are not given to aioice: seam.gather() allocates on each.
         self.gatherer = RTCIceGatherer(
-            iceServers=list(ice_servers), iceTransportPolicy=ice_transport_policy
+            iceServers=stun_servers, iceTransportPolicy=ice_transport_policy
         )
         self.ice = RTCIceTransport(self.gatherer)
         seam.set_ice_controlling(self.ice, ice_controlling)
@@ -167,14 +215,33 @@ class BundleTransport:
         self._on_state(state)
 
     async def gather(self) -> None:
-        """Gather local candidates (only on ``ice_addresses`` when given). Idempotent."""
+        """Gather local candidates (only on ``ice_addresses`` when given). Idempotent.
+
+        Relay candidates come from every TURN server that answers within
+        :data:`TURN_ALLOCATION_TIMEOUT`; the others are logged and listed in
+        :attr:`turn_errors`. With the ``relay`` policy and no relay candidate at
+        all, raises ``ConnectionError`` naming each server's problem.
+        """
         if self.gatherer.state != "new":
             return
-        if self._ice_addresses is None:
-            await self.gatherer.gather()
-        else:
-            await seam.gather_on_addresses(self.gatherer, self._ice_addresses)
+        failures = await seam.gather(
+            self.gatherer,
+            addresses=self._ice_addresses,
+            turn_servers=self._turn_servers,
+            ssl_context=self._turn_ssl_context,
+            allocation_timeout=TURN_ALLOCATION_TIMEOUT,
+            grace=TURN_ALLOCATION_GRACE,
+        )
+        for server, error in failures.items():
+            self.turn_errors[server.url] = why = _turn_error(error)
+            logger.warning("no relay candidate from %s: %s", server.url, why)
         seam.watch_ice_activity(self.ice, self._on_datagram)
+        if self._relay_only and not self.local_candidates:
+            problems = "; ".join(f"{url}: {why}" for url, why in self.turn_errors.items())
+            raise ConnectionError(
+                "no relay candidate for iceTransportPolicy relay"
+                + (f" ({problems})" if problems else " (no usable TURN server in iceServers)")
+            )
 
     def _on_datagram(self, data: bytes) -> bool:
         if self._receive_filter is not None and not self._receive_filter(data):
@@ -320,6 +387,15 @@ class BundleTransport:
         await self.dtls.stop()
         await self.ice.stop()
         self._set_state("closed")
+
+
+def _turn_error(error: BaseException) -> str:
+    """Why an allocation failed, in words (TLS problems named as for the WebSocket)."""
+    from ..websocket import describe_error
+
+    if isinstance(error, TimeoutError):
+        return str(error) or "no answer"
+    return describe_error(error)
 
 
 def parse_candidate(text: str) -> RTCIceCandidate:
