@@ -190,7 +190,10 @@ class AudioSink(_AudioPump):
         - ``frames>0``: wait up to ``timeout`` seconds until ``frames`` samples
           per channel are buffered and return exactly those as int16
           ``(frames, channels)``; ``(False, None)`` on timeout (nothing is
-          consumed) or when the track ended with fewer left.
+          consumed). Once the track ended, the read that finds fewer than
+          ``frames`` left returns that tail (fewer rows, so no audio is lost)
+          and :attr:`ended` becomes True; later reads return ``(False, None)``
+          at once.
         """
         frames, timeout = _read_arguments(frames, timeout)
         if frames > 0:
@@ -205,7 +208,11 @@ class AudioSink(_AudioPump):
                 return False, None
             want = self._buffered if frames == 0 else frames
             if self._buffered < want:
-                return False, None
+                if not self._done:
+                    return False, None
+                # The track ended: hand out the tail rather than keep it forever
+                # (a reader looping on read(n) until ``ended`` would spin).
+                want = self._buffered
             parts: list[np.ndarray] = []
             got = 0
             while got < want:

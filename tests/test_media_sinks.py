@@ -236,13 +236,39 @@ async def test_audio_sink_read_all_and_read_exact_as_the_official_sink() -> None
     assert sink.ended
 
 
+class StallingTrack(ScriptedTrack):
+    """A live track that delivers ``count`` frames, then nothing (it never ends)."""
+
+    async def recv(self) -> av.frame.Frame:
+        if self.served >= self.count:
+            await asyncio.Event().wait()
+        return await super().recv()
+
+
 async def test_audio_sink_times_out_without_consuming() -> None:
-    sink = AudioSink(ScriptedTrack("audio", opus_like, 2))
+    sink = AudioSink(StallingTrack("audio", opus_like, 2))
+    assert await sink._changed.wait_for(lambda: sink.buffered == 1920, 5)
     t0 = time.monotonic()
     assert await sink.read(48000, timeout=0.2) == (False, None)
-    assert 0.0 <= time.monotonic() - t0 < 0.5
+    assert 0.15 <= time.monotonic() - t0 < 0.5
     assert sink.buffered == 1920  # both frames still there
     assert (await sink.read(1920, timeout=0.1))[0] is True
+    await sink.close()
+
+
+async def test_audio_sink_hands_out_the_tail_when_the_track_ends() -> None:
+    # A reader looping on read(n) until ``ended`` must terminate and lose nothing.
+    sink = AudioSink(ScriptedTrack("audio", opus_like, 3))
+    await track_done(sink)
+    ok, pcm = await sink.read(1920, timeout=1)
+    assert ok and pcm is not None and pcm.shape == (1920, 2)
+    assert not sink.ended
+    ok, tail = await sink.read(1920, timeout=1)
+    assert ok and tail is not None and tail.shape == (960, 2)
+    assert sink.ended
+    t0 = time.monotonic()
+    assert await sink.read(1920, timeout=1) == (False, None)
+    assert time.monotonic() - t0 < 0.1  # at once, not after the timeout
 
 
 @pytest.mark.parametrize(("rate", "channels"), [(16000, 1), (24000, 2), (44100, 1), (48000, 1)])
