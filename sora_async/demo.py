@@ -37,6 +37,7 @@ from .cli.stats import StatsTracker
 from .connection import Connection
 from .devserver import DevServer
 from .frames import AudioFrame, VideoFrame
+from .runner import run as run_program
 from .video_sink import VideoSink
 
 CHANNEL_ID = "sora-async-demo"
@@ -252,7 +253,8 @@ def run_from_args(args: argparse.Namespace) -> bool:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     width, height = _resolution(args.resolution)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(
+    # uvloop when installed (sora_async.runner): cheaper per-packet work.
+    return run_program(
         run(
             args.duration,
             width,

@@ -26,8 +26,30 @@ from typing import Any
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 _VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
+
+_reformatters = threading.local()
+
+
+def reformat_video(frame: av.VideoFrame, **kwargs: Any) -> av.VideoFrame:
+    """``frame.reformat(**kwargs)`` through a libswscale context kept per thread.
+
+    ``av.VideoFrame.reformat`` builds a new ``SwsContext`` (and its slice
+    threads) for every frame object, which costs more than the conversion
+    itself at VGA; a ``VideoReformatter`` reuses its context while the source
+    and target stay the same. One per thread, because a context must not be
+    used by two threads at once. Single-threaded unless ``threads`` is given:
+    slice threads cost more in wake-ups than they save at camera sizes, and
+    the callers already run on worker threads (libwebrtc's libyuv does the
+    same). Returns ``frame`` itself when nothing changes.
+    """
+    reformatter: VideoReformatter | None = getattr(_reformatters, "value", None)
+    if reformatter is None:
+        reformatter = _reformatters.value = VideoReformatter()
+    kwargs.setdefault("threads", 1)
+    return reformatter.reformat(frame, **kwargs)
 
 
 class VideoFrame:
@@ -55,7 +77,7 @@ class VideoFrame:
     def from_ndarray(cls, bgr: np.ndarray, timestamp: float | None = None) -> VideoFrame:
         """A frame from a BGR (H, W, 3) uint8 array (tests, loopback)."""
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")
-        frame = frame.reformat(format="yuv420p")
+        frame = reformat_video(frame, format="yuv420p")
         if timestamp is not None:
             frame.pts = round(timestamp * 90000)
             frame.time_base = _VIDEO_TIME_BASE
@@ -93,7 +115,7 @@ class VideoFrame:
             if cached is None:
                 frame = self.frame
                 if frame.format.name != "yuv420p":
-                    frame = frame.reformat(format="yuv420p")
+                    frame = reformat_video(frame, format="yuv420p")
                 cached = tuple(
                     np.frombuffer(memoryview(plane), np.uint8)
                     .reshape(plane.height, plane.line_size)[:, : plane.width]
@@ -109,7 +131,8 @@ class VideoFrame:
         with self._lock:
             cached = self._cache.get(format)
             if cached is None:
-                cached = self.frame.to_ndarray(format=format)
+                # A view of the converted frame's buffer (no copy).
+                cached = reformat_video(self.frame, format=format).to_ndarray()
                 self._cache[format] = cached
         return cached
 

@@ -34,12 +34,45 @@ Example (append ``b"sora"`` on send, strip it on receive)::
                       video_frame_transformer=VideoFrameTransformer(mark))
     conn.on("track", lambda track: track.set_frame_transformer(strip))
 
-Semantics: each stream (an m-section's layer on send, a remote track on
-receive) hands one frame at a time to the transformer and waits for it, so
-order is kept; a frame never handed back stops that stream only (as in the
-official SDK): the encoder/decoder queues stay bounded (newest frames win),
-the rest of the connection runs on, and disconnecting releases it. A frame
-handed back after its stream or connection ended is dropped quietly.
+Semantics (as libwebrtc's frame-transformer delegates): each stream (an
+m-section's simulcast layer on send, a remote track on receive) hands its
+frames to the transformer as they come, without waiting for the previous ones,
+and forwards the results strictly in the order it handed them over, whatever
+order they come back in. So a transformer may hold frame N until N+1 arrives
+(``enqueue`` later, from any thread). A coroutine returning None drops its
+frame; the next ones flow on. At most :data:`VIDEO_WINDOW` video /
+:data:`AUDIO_WINDOW` audio frames of a stream are in flight: beyond that new
+frames are dropped (counted; on video receive in the inbound-rtp
+``framesDropped``) and, for video, every frame until the next key frame, which
+is requested as soon as there is room again, so video recovers cleanly. So a
+frame never handed back stops that stream only (as in the official SDK) with
+bounded memory; the rest of the connection runs on, and disconnecting releases
+it. A frame handed back after its stream or connection ended is dropped quietly.
+
+Frame facts follow libwebrtc as ``sora_sdk`` shows them: audio
+``sequence_number`` is the RTP sequence number on receive and None on send
+(``sora_sdk`` 2025.4.0 measured; libwebrtc packetizes after the transform);
+``absolute_capture_timestamp`` is the capture time in ms on send (the
+monotonic clock libwebrtc's ``rtc::TimeMillis`` uses) and None on receive;
+``receive_time`` is the arrival time in µs on that same monotonic clock
+(receive only); the receive-side audio ``type`` is SPEECH when the RFC 6464
+audio level says voice, else CN; ``contributing_sources`` are the RTP CSRCs
+(Sora sets none); video ``frame_id`` is None on receive (no generic frame
+descriptor through Sora).
+
+AV1: the RTP format carries OBUs, not a byte string (libwebrtc's packetizer
+drops a frame whose bytes do not parse as OBUs). So on send, bytes a transform
+added that are not well-formed OBUs travel in one OBU of the reserved type
+:data:`AV1_OPAQUE_OBU` (14, header byte ``0x72``) placed before the frame's
+first frame (header) OBU; decoders skip reserved OBUs (AV1 §6.2.1), and the dev
+server and ``sora_sdk`` pass it on: a ``sora_sdk`` receiver without a
+transformer decodes such frames, one with a transformer sees the OBU
+(``0x72 <leb128 size> <bytes>``) and can strip it whole. (After the frame OBU
+instead, a ``sora_sdk`` receiver without a transformer decodes only the first
+frame: measured with 2025.4.0.) On receive, that OBU (before the frame, or at the end as a
+``sora_sdk`` transform appending it there sends it) is taken out and its bytes
+put back at the end before the receiving transform sees the frame. A
+``sora_sdk`` transform that appends raw bytes to AV1 frames sends nothing.
 """
 
 from __future__ import annotations
@@ -52,7 +85,7 @@ import functools
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
@@ -190,24 +223,32 @@ class TransformableAudioFrame(TransformableFrame):
 
     @property
     def contributing_sources(self) -> np.ndarray:
-        """CSRCs (uint32 ndarray; empty: Sora sets none)."""
-        return np.zeros(0, dtype=np.uint32)
+        """The RTP CSRCs on receive (uint32 ndarray; empty on send, and Sora sets none)."""
+        return _csrcs(self._encoded)
 
     @property
     def sequence_number(self) -> int | None:
-        """Not known before packetizing here (the official SDK: sender side only)."""
+        """The RTP sequence number of the frame's packet on receive; None on send (as
+        libwebrtc: the frame is not packetized yet)."""
         value = self._encoded.codec_specific.get("sequence_number")
         return int(value) if value is not None else None
 
     @property
     def absolute_capture_timestamp(self) -> int | None:
-        """Capture time when known (None here)."""
+        """Send side: the capture time in ms on the monotonic clock libwebrtc's
+        ``rtc::TimeMillis`` uses (``time.monotonic_ns() // 1_000_000``; here taken as
+        the frame leaves the encoder, within a few ms of capture). None on receive.
+        (``sora_sdk`` 2025.4.0 gives 2**64 - 1 on send: its sources set no capture time.)"""
         value = self._encoded.codec_specific.get("absolute_capture_timestamp")
         return int(value) if value is not None else None
 
     @property
     def type(self) -> Any:
-        """:class:`AudioFrameType`: SPEECH, or EMPTY for no bytes."""
+        """:class:`AudioFrameType`. Send: SPEECH, or EMPTY for no bytes. Receive (as
+        libwebrtc): SPEECH when the RFC 6464 audio level's voice flag is set, else CN."""
+        if self._direction is FrameDirection.RECEIVER:
+            voice = self._encoded.codec_specific.get("voice_activity")
+            return AudioFrameType.SPEECH if voice else AudioFrameType.CN
         return AudioFrameType.SPEECH if self._encoded.data else AudioFrameType.EMPTY
 
     @property
@@ -218,7 +259,8 @@ class TransformableAudioFrame(TransformableFrame):
 
     @property
     def receive_time(self) -> int | None:
-        """Arrival time in µs since the epoch (receiver side only)."""
+        """Arrival time in µs on the monotonic clock (``time.monotonic_ns() // 1000``, the
+        clock libwebrtc uses); receive side only."""
         value = self._encoded.codec_specific.get("receive_time")
         return int(value) if value is not None else None
 
@@ -235,14 +277,23 @@ class TransformableVideoFrame(TransformableFrame):
 
     @property
     def frame_id(self) -> int | None:
-        """Picture id (VP8/VP9) or a running frame number, when known."""
+        """Send side: the picture id (VP8/VP9) or a running frame number. None on
+        receive, as libwebrtc without a generic frame descriptor (Sora forwards none);
+        ``frame.encoded.frame_id`` has the depacketized picture id."""
+        if self._direction is FrameDirection.RECEIVER:
+            return None
         value = self._encoded.frame_id
         return int(value) if value is not None else None
 
     @property
     def frame_dependencies(self) -> np.ndarray:
-        """``frame_id`` values this frame references (read-only int64 ndarray)."""
-        array = np.array(self._encoded.frame_dependencies, dtype=np.int64)
+        """``frame_id`` values this frame references (read-only int64 ndarray; empty on
+        receive, like :attr:`frame_id`)."""
+        if self._direction is FrameDirection.RECEIVER:
+            values: tuple[int, ...] = ()
+        else:
+            values = self._encoded.frame_dependencies
+        array = np.array(values, dtype=np.int64)
         array.flags.writeable = False
         return array
 
@@ -268,8 +319,12 @@ class TransformableVideoFrame(TransformableFrame):
 
     @property
     def contributing_sources(self) -> np.ndarray:
-        """CSRCs (uint32 ndarray; empty: Sora sets none)."""
-        return np.zeros(0, dtype=np.uint32)
+        """The RTP CSRCs on receive (uint32 ndarray; empty on send, and Sora sets none)."""
+        return _csrcs(self._encoded)
+
+
+def _csrcs(encoded: EncodedFrame) -> np.ndarray:
+    return np.array(encoded.codec_specific.get("csrcs", ()), dtype=np.uint32)
 
 
 TransformFunction = Callable[[Any], Awaitable[Any]]
@@ -289,18 +344,43 @@ def _resolve(future: asyncio.Future[Any], value: Any) -> None:
 #
 # The AV1 RTP format carries OBUs, not a byte string: the packetizer parses the
 # temporal unit, drops the temporal delimiter and strips size fields, and the
-# depacketizer rebuilds them. Bytes a transform appends (a trailer, a tag, a
-# cipher text) are not OBUs and could not be packetized. So on the send side
-# the part of a transformed AV1 frame that is no longer well-formed OBUs goes
-# into one OBU of a reserved type (decoders ignore reserved OBUs, AV1 §6.2.1)
-# after the OBUs that still parse (the sequence header stays first, so key
-# frames are still recognised by the SFU and the receiver), and the receive
-# side turns that OBU back into the bytes before the receiving transform
-# sees the frame.
+# depacketizer rebuilds them (libwebrtc's packetizer drops a frame whose bytes do
+# not parse as OBUs). Bytes a transform appends (a trailer, a tag, a cipher text)
+# are not OBUs and could not be packetized. So on the send side the part of a
+# transformed AV1 frame that is no longer well-formed OBUs goes into one OBU of a
+# reserved type (decoders skip reserved OBUs, AV1 §6.2.1), placed before the
+# first frame (header) OBU: after the sequence header, so key frames are still
+# recognised by the SFU and the receiver, and not after the frame, where
+# sora_sdk's decoder stops after the first frame (measured; the data after a
+# shown frame presumably starts the next temporal unit). The receive side takes that OBU out (also
+# one at the end, as a sender that appends it there sends it) and puts its bytes
+# back at the end before the receiving transform sees the frame.
 
 #: The reserved OBU type that carries non-OBU bytes (AV1 §6.2.2: 9-14 are reserved).
 AV1_OPAQUE_OBU = 14
 _AV1_HEADER = bytes([AV1_OPAQUE_OBU << 3 | 0x02])
+#: OBU_FRAME_HEADER, OBU_TILE_GROUP, OBU_FRAME: the opaque OBU goes before the first.
+_AV1_FRAME_OBUS = (3, 4, 6)
+
+
+def _av1_obus(data: bytes) -> list[tuple[int, int, int]] | None:
+    """``(start, payload start, end)`` of each low-overhead OBU, None if ``data`` is not
+    entirely OBUs with size fields."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        first = data[pos]
+        if first & 0x80 or not first & 0x02:
+            return None
+        try:
+            size, start = leb128_decode(data, pos + (2 if first & 0x04 else 1))
+        except MalformedPayloadError:
+            return None
+        if start + size > len(data):
+            return None
+        out.append((pos, start, start + size))
+        pos = start + size
+    return out
 
 
 def _av1_obu_prefix(data: bytes) -> int:
@@ -323,33 +403,27 @@ def _av1_obu_prefix(data: bytes) -> int:
 
 
 def av1_wrap_opaque(data: bytes) -> bytes:
-    """Send side: put what is not OBUs at the end of ``data`` into one opaque OBU."""
+    """Send side: put what is not OBUs at the end of ``data`` into one opaque OBU, placed
+    before the first frame (header) OBU."""
     prefix = _av1_obu_prefix(data)
     if prefix == len(data):
         return data
-    tail = data[prefix:]
-    return data[:prefix] + _AV1_HEADER + leb128_encode(len(tail)) + tail
+    head, tail = data[:prefix], data[prefix:]
+    opaque = _AV1_HEADER + leb128_encode(len(tail)) + tail
+    for start, _, _ in _av1_obus(head) or ():
+        if (head[start] >> 3) & 0x0F in _AV1_FRAME_OBUS:
+            return head[:start] + opaque + head[start:]
+    return head + opaque
 
 
 def av1_unwrap_opaque(data: bytes) -> bytes:
-    """Receive side: the inverse of :func:`av1_wrap_opaque` (the opaque OBU comes last)."""
-    prefix = 0
-    pos = 0
-    while pos < len(data):
-        first = data[pos]
-        end = pos + (2 if first & 0x04 else 1)
-        if not first & 0x02:
-            return data
-        try:
-            size, end = leb128_decode(data, end)
-        except MalformedPayloadError:
-            return data
-        if end + size > len(data):
-            return data
-        prefix, pos = pos, end + size
-    if prefix < len(data) and data[prefix] == _AV1_HEADER[0]:
-        _, start = leb128_decode(data, prefix + 1)
-        return data[:prefix] + data[start:]
+    """Receive side: the inverse of :func:`av1_wrap_opaque` (the opaque OBU's bytes go
+    back to the end; one already at the end works too)."""
+    if _AV1_HEADER[0] not in data:
+        return data
+    for start, payload, end in _av1_obus(data) or ():
+        if data[start] == _AV1_HEADER[0]:
+            return data[:start] + data[end:] + data[payload:end]
     return data
 
 
@@ -559,6 +633,139 @@ class VideoFrameTransformer(FrameTransformer):
     _frame_class = TransformableVideoFrame
 
 
+#: Frames of one stream in the transformer at once (handed over, not yet forwarded):
+#: 1 s of 30 fps video, 1 s of 20 ms audio frames.
+VIDEO_WINDOW = 30
+AUDIO_WINDOW = 50
+
+_Context = TypeVar("_Context")
+
+
+async def _unchanged(frame: EncodedFrame) -> EncodedFrame:
+    return frame
+
+
+class TransformPipeline(Generic[_Context]):
+    """One stream's frames through an encoded-frame hook, in order (the engine's side).
+
+    :meth:`submit` starts ``hook(frame)`` at once and returns (it never waits),
+    so the transformer gets frames as they come; a task collects the results in
+    submission order and awaits ``forward(frame, context)`` for each one not
+    dropped (a hook returning None, or raising, drops its frame). At most
+    ``window`` frames are in flight; beyond that :meth:`submit` drops the new
+    frame and returns False, and a video pipeline then drops every frame until
+    a key frame, with :attr:`wants_keyframe` True while there is room again
+    (the caller asks its encoder or the sender for one). A hook that never
+    returns so stops this stream only, with bounded memory.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        forward: Callable[[EncodedFrame, _Context], Awaitable[None]],
+        *,
+        window: int | None = None,
+        name: str = "",
+    ) -> None:
+        self.kind = kind
+        self.window = window or (VIDEO_WINDOW if kind == "video" else AUDIO_WINDOW)
+        self.name = name
+        self._forward = forward
+        self._pending: collections.deque[tuple[asyncio.Future[Any], _Context]] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._gap = False
+        #: frames dropped here: window full, or waiting for a key frame after that
+        self.dropped = 0
+        #: frames the hook dropped (None) or failed on
+        self.discarded = 0
+        self.forwarded = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Frames handed to the hook and not forwarded or dropped yet."""
+        return len(self._pending)
+
+    @property
+    def wants_keyframe(self) -> bool:
+        """Video dropped frames and has room again: the next frame should be a key frame."""
+        return self._gap and len(self._pending) < self.window
+
+    def submit(
+        self,
+        hook: Callable[[EncodedFrame], Awaitable[EncodedFrame | None]] | None,
+        frame: EncodedFrame,
+        context: _Context,
+    ) -> bool:
+        """Hand ``frame`` to ``hook`` (None: unchanged, behind those in flight); False if
+        dropped (window full, waiting for a key frame, or closed)."""
+        if self._closed:
+            return False
+        full = len(self._pending) >= self.window
+        if self._gap:
+            if full or not frame.is_keyframe:
+                self.dropped += 1
+                return False
+            self._gap = False
+        elif full:
+            self.dropped += 1
+            if self.kind == "video":
+                self._gap = True
+            return False
+        future = asyncio.ensure_future((hook or _unchanged)(frame))
+        self._pending.append((future, context))
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._collect())
+        self._wakeup.set()
+        return True
+
+    async def _collect(self) -> None:
+        pending = self._pending
+        while True:
+            while not pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            future, context = pending[0]
+            try:
+                result = await future
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._closed or (task is not None and task.cancelling()):
+                    raise
+                result = None  # the hook's own task was cancelled: the frame is dropped
+            except Exception:
+                logger.exception("%s: frame transform failed; the frame is dropped", self.name)
+                result = None
+            try:
+                if result is None:
+                    self.discarded += 1
+                else:
+                    self.forwarded += 1
+                    await self._forward(result, context)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("%s: forwarding a transformed frame failed", self.name)
+            finally:
+                if pending and pending[0][0] is future:
+                    pending.popleft()
+
+    async def close(self) -> None:
+        """Stop: frames in flight are dropped (handed back later: dropped quietly)."""
+        self._closed = True
+        task, self._task = self._task, None
+        futures = [future for future, _ in self._pending]
+        self._pending.clear()
+        for future in futures:
+            future.cancel()
+        if task is not None:
+            task.cancel()
+            futures.append(task)
+        if futures:
+            await asyncio.wait(futures, timeout=1.0)
+
+
 def as_transformer(
     value: Any, kind: str, name: str = "frame transformer"
 ) -> FrameTransformer | None:
@@ -594,10 +801,13 @@ def receive_hook(value: Any, kind: str) -> TransformFunction | None:
 
 
 __all__ = [
+    "AUDIO_WINDOW",
+    "VIDEO_WINDOW",
     "AudioFrameTransformer",
     "AudioFrameType",
     "FrameDirection",
     "FrameTransformer",
+    "TransformPipeline",
     "TransformableAudioFrame",
     "TransformableFrame",
     "TransformableVideoFrame",

@@ -39,6 +39,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError
 
 from ._media import LocalTrack
+from .frames import reformat_video
 
 VIDEO_CLOCK_RATE = 90000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
@@ -137,6 +138,29 @@ class VideoSource(LocalTrack):
 
     async def recv(self) -> av.VideoFrame:
         """The newest frame written since the last call, as yuv420p with a 90 kHz pts."""
+        image, captured, enabled = await self._take()
+        loop = asyncio.get_running_loop()
+        frame = await loop.run_in_executor(None, _to_i420, image, enabled)
+        return self._stamp(frame, captured)
+
+    async def _recv_unconverted(self) -> av.VideoFrame:
+        """:meth:`recv` without the conversion to I420, for the engine's sender.
+
+        A written ndarray comes back as a ``bgr24`` frame over our own copy (no
+        further copy); the sender converts it on the codec pool, together with
+        its scaling, in one libswscale pass right before encoding. This saves
+        a thread hop and a frame-sized pass per frame.
+        """
+        image, captured, enabled = await self._take()
+        if not enabled:
+            frame = _to_i420(image, enabled)
+        elif isinstance(image, av.VideoFrame):
+            frame = image
+        else:
+            frame = av.VideoFrame.from_numpy_buffer(image, format="bgr24")
+        return self._stamp(frame, captured)
+
+    async def _take(self) -> tuple[np.ndarray | av.VideoFrame, float, bool]:
         await self._changed.wait_for(lambda: self._pending is not None or self._ended)
         with self._lock:
             pending, self._pending = self._pending, None
@@ -146,9 +170,9 @@ class VideoSource(LocalTrack):
             raise MediaStreamError
         self._changed.notify()
         image, captured, _seq = pending
-        enabled = self._enabled
-        loop = asyncio.get_running_loop()
-        frame = await loop.run_in_executor(None, _to_i420, image, enabled)
+        return image, captured, self._enabled
+
+    def _stamp(self, frame: av.VideoFrame, captured: float) -> av.VideoFrame:
         frame.pts = self._pts(captured)
         frame.time_base = VIDEO_TIME_BASE
         self.frames_sent += 1
@@ -214,5 +238,7 @@ def _to_i420(image: np.ndarray | av.VideoFrame, enabled: bool) -> av.VideoFrame:
     if isinstance(image, av.VideoFrame):
         if image.format.name == "yuv420p":
             return image
-        return image.reformat(format="yuv420p")
-    return av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
+        return reformat_video(image, format="yuv420p")
+    # ``image`` is our own copy (``_validated``): wrap it without another copy,
+    # then one libswscale pass BGR -> I420 on this thread's cached context.
+    return reformat_video(av.VideoFrame.from_numpy_buffer(image, format="bgr24"), format="yuv420p")

@@ -79,7 +79,22 @@ def test_x264_changes_bit_rate_in_place() -> None:
     encoder.close()
 
 
-def test_libvpx_is_re_created_only_for_a_large_bit_rate_change() -> None:
+def test_libvpx_changes_bit_rate_in_place() -> None:
+    # FFmpeg's libvpx wrapper ignores a new bit_rate: _ffmpeg_seam re-targets libvpx
+    encoder = create_encoder("VP8", settings=EncoderSettings(bitrate=400_000))
+    assert isinstance(encoder, PyAVVideoEncoder)
+    encoder.encode(video_frame(160, 120, 0))
+    encoder.target_bitrate = 200_000
+    [frame] = encoder.encode(video_frame(160, 120, 1))
+    assert encoder.in_place_bitrate_updates == 1 and encoder.reopen_count == 0
+    assert not frame.is_keyframe
+    encoder.close()
+
+
+def test_libvpx_without_the_seam_is_re_created_only_for_a_large_bit_rate_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_ffmpeg_seam, "set_libvpx_bitrate", lambda *args: False)
     encoder = create_encoder("VP8", settings=EncoderSettings(bitrate=400_000))
     assert isinstance(encoder, PyAVVideoEncoder)
     encoder.encode(video_frame(160, 120, 0))

@@ -138,10 +138,11 @@ def simulate(
 def test_estimator_settles_under_a_300_kbps_bottleneck_within_10_s() -> None:
     estimator, targets = simulate(300_000, 20.0)
     # one sample per 100 ms: from 10 s on, a sawtooth under the link rate (AIMD:
-    # -15 % on overuse, +5 kbps/s near the capacity, overshooting by a few %)
+    # -15 % on overuse, near the capacity + about a packet per 2 x (RTT + 100 ms)
+    # per second, ~17 kbps/s here, overshooting by a few %)
     settled = targets[100:]
     assert sum(settled) / len(settled) < 300_000, settled
-    assert max(settled) < 315_000 and min(settled) > 200_000, settled
+    assert max(settled) < 1.07 * 300_000 and min(settled) > 200_000, settled
     assert estimator.link_capacity == pytest.approx(300_000, rel=0.05)
 
 

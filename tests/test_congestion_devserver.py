@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
@@ -128,3 +129,110 @@ async def test_official_sender_estimates_on_dev_server_transport_cc_feedback(
             # libwebrtc starts at 300 kbps; probing past it needs our feedback
             assert best > 500_000
             await sender.disconnect()
+
+
+# --- receive side: the dev server stamps what it forwards, subscribers feed back ------
+
+
+def _subscriber_downstream(server: DevServer) -> Any:
+    """The DownstreamCongestion of the one session the server forwards media to."""
+    for session in server.registry.sessions.values():
+        peer = session.peer
+        if peer is not None and peer._subscriptions and peer.downstream is not None:
+            return peer.downstream
+    return None
+
+
+async def _wait_feedback(server: DevServer, reports: int, within: float = 20.0) -> Any:
+    async with asyncio.timeout(within):
+        while True:
+            downstream = _subscriber_downstream(server)
+            if downstream is not None and downstream.packets_acked >= reports:
+                return downstream
+            await asyncio.sleep(0.1)
+
+
+def _check_arrival_deltas(downstream: Any) -> None:
+    """The feedback's arrival times against the server's send times, on loopback:
+    the same spacing (a wrong delta unit or reference time would scale or shift it)."""
+    acked = [r for r in downstream.results if r.arrival is not None]
+    assert len(acked) >= 100, len(acked)
+    assert downstream.packets_lost <= 0.02 * downstream.packets_acked
+    send_span = acked[-1].send_time - acked[0].send_time
+    arrival_span = acked[-1].arrival - acked[0].arrival
+    assert send_span > 1.0, send_span
+    assert abs(arrival_span - send_span) < 0.05 + 0.02 * send_span, (send_span, arrival_span)
+    skews = sorted(
+        abs((b.arrival - a.arrival) - (b.send_time - a.send_time))
+        for a, b in itertools.pairwise(acked)
+    )
+    print(
+        f"acked {len(acked)} lost {downstream.packets_lost} feedback {downstream.feedback_packets}"
+        f" spans {send_span:.3f}/{arrival_span:.3f} s, median skew {skews[len(skews) // 2]:.5f} s"
+    )
+    assert skews[len(skews) // 2] < 0.002, skews[len(skews) // 2]  # median under 2 ms
+    # the transport-wide numbers the feedback named are the ones stamped, in order
+    sequences = [r.sequence for r in acked]
+    assert all((b - a) & 0xFFFF < 0x8000 for a, b in itertools.pairwise(sequences))
+
+
+async def test_dev_server_stamps_forwarded_packets_and_reads_sora_async_feedback() -> None:
+    async with DevServer(transport_cc=True) as server:
+        sender = Connection(
+            server.signaling_url,
+            "sendonly",
+            "twcc-down",
+            video_codec_type="VP8",
+            audio=False,
+            video_source=PatternTrack(320, 240, fps=15),
+        )
+        receiver = Connection(server.signaling_url, "recvonly", "twcc-down", audio=False)
+        answers = _sent_answers(receiver)
+        async with asyncio.timeout(60), sender, receiver:
+            downstream = await _wait_feedback(server, 100)
+            assert downstream.extension_id is not None and downstream.feedback_packets > 3
+            assert receiver._peer is not None
+            assert receiver._peer.congestion.extension_id == downstream.extension_id
+            _check_arrival_deltas(downstream)
+            assert downstream.estimate is not None and downstream.estimate > 100_000
+            stats = await _subscriber_stats(server)
+            (transport,) = [s for s in stats if s["type"] == "transport"]
+            assert transport["transportCcFeedbackReceived"] == downstream.feedback_packets
+    # the recvonly's answer kept the extension and transport-cc feedback
+    assert answers and any(TWCC in line for line in answers[0].splitlines())
+
+
+async def _subscriber_stats(server: DevServer) -> list[dict[str, Any]]:
+    for session in server.registry.sessions.values():
+        peer = session.peer
+        if peer is not None and peer._subscriptions:
+            return await peer.get_stats()
+    return []
+
+
+@pytest.mark.official
+async def test_dev_server_reads_the_official_receivers_transport_cc_feedback(
+    official_client: Any,
+) -> None:
+    async with DevServer(transport_cc=True) as server:
+        sender = Connection(
+            server.signaling_url,
+            "sendonly",
+            "twcc-down-official",
+            video_codec_type="VP8",
+            audio=False,
+            video_source=PatternTrack(320, 240, fps=15),
+        )
+        async with asyncio.timeout(90), sender:
+            async with official_client(
+                signaling_urls=[server.signaling_url],
+                role="recvonly",
+                channel_id="twcc-down-official",
+                name="official twcc receiver",
+                audio=False,
+            ) as receiver:
+                await receiver.connect()
+                downstream = await _wait_feedback(server, 100, within=30)
+                assert downstream.extension_id is not None
+                _check_arrival_deltas(downstream)
+                await receiver.disconnect()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from sora_async.enums import DegradationPreference as DP
-from sora_async.rtc.degradation import DegradationAdapter
+from sora_async.rtc.degradation import DegradationAdapter, FrameDropper
 
 
 def run(
@@ -86,3 +86,54 @@ def test_cpu_overuse_steps_down_and_underuse_back_up() -> None:
         DP.MAINTAIN_FRAMERATE, 3_000_000, 40, encode_time=0.005, adapter=adapter, now=clock
     )
     assert size == (960, 540) and not adapter.cpu_limited
+
+
+# --- the frame dropper (libwebrtc media_opt FrameDropper) ------------------------------
+
+
+def drive_dropper(
+    target: int, frame_bytes: int, seconds: float, *, key_every: int = 0, fps: float = 30.0
+) -> tuple[int, int]:
+    """An encoder making ``frame_bytes`` per frame (key frames 10x); (kept, bits sent)."""
+    dropper = FrameDropper()
+    dropper.set_rates(target, fps)
+    kept = bits = 0
+    for index in range(int(seconds * fps)):
+        dropper.leak(fps)
+        if dropper.drop_frame():
+            continue
+        key = key_every > 0 and index % key_every == 0
+        size = frame_bytes * (10 if key else 1)
+        dropper.fill(size, delta_frame=not key)
+        kept += 1
+        bits += size * 8
+    return kept, bits
+
+
+def test_frame_dropper_holds_the_target_of_an_encoder_that_overshoots() -> None:
+    # 2 kB frames at 30 fps: 480 kbps from an encoder against a 300 kbps target
+    kept, bits = drive_dropper(300_000, 2000, 20)
+    assert 0.85 * 300_000 < bits / 20 < 1.1 * 300_000
+    assert 14 * 20 < kept < 22 * 20  # ~19 fps: the frame rate is what gives
+
+
+def test_frame_dropper_drops_nothing_while_the_encoder_meets_the_target() -> None:
+    kept, _ = drive_dropper(300_000, 1200, 20)  # 288 kbps
+    assert kept == 600
+
+
+def test_frame_dropper_pays_a_key_frame_back_then_stops() -> None:
+    # a 30 kB key frame (a second of a 240 kbps target) on an encoder under its
+    # target between key frames: its cost is spread over the next frames, so the
+    # drops start later and pay it back (~0.6 s of frames), then stop
+    dropper = FrameDropper()
+    dropper.set_rates(240_000, 30.0)
+    pattern = []
+    for index in range(300):
+        dropper.leak(30.0)
+        dropped = dropper.drop_frame()
+        pattern.append(dropped)
+        if not dropped:
+            dropper.fill(30_000 if index == 0 else 800, delta_frame=index != 0)
+    assert 0 < sum(pattern) < 30
+    assert not any(pattern[:5]) and not any(pattern[60:])

@@ -12,7 +12,9 @@ frame handed back after disconnect).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -25,8 +27,15 @@ from sora_async import (
     TransformableVideoFrame,
     VideoFrameTransformer,
 )
+from sora_async.codecs.bitstream import leb128_decode
 from sora_async.devserver import DevServer
-from sora_async.transform import FrameDirection
+from sora_async.transform import (
+    AUDIO_WINDOW,
+    VIDEO_WINDOW,
+    AudioFrameType,
+    FrameDirection,
+    TransformPipeline,
+)
 from tests.rtc_support import PatternTrack, ToneTrack, Tracks, frames, of_type, wait_stats
 
 TRAILER = b"sora"
@@ -172,30 +181,84 @@ async def test_h264_sei_user_data_arrives_intact(sora_devserver: DevServer) -> N
 
 
 def xor(data: bytes, keep: int) -> bytes:
-    """XOR everything after the first ``keep`` bytes (the VP8 frame tag stays readable)."""
+    """XOR everything after the first ``keep`` bytes (the VP8/VP9 frame tag stays readable)."""
     array = np.frombuffer(data, np.uint8).copy()
     array[keep:] ^= 0xA5
     return array.tobytes()
 
 
-async def xor_frame(frame: TransformableVideoFrame) -> TransformableVideoFrame:
-    frame.set_data(xor(bytes(frame.get_data()), 3))
-    return frame
+#: H.264/H.265: a byte permutation that fixes 0-3 (so start codes and emulation
+#: prevention stay where they are and the NAL units still split) and scrambles the rest.
+_SCRAMBLE = np.array([b if b < 4 else 4 + (b - 4 + 77) % 252 for b in range(256)], np.uint8)
+_UNSCRAMBLE = np.argsort(_SCRAMBLE).astype(np.uint8)
 
 
-async def test_xor_encryption_needs_the_key(sora_devserver: DevServer) -> None:
-    with_key = connection(sora_devserver, "recvonly", "xor", audio=False)
-    without_key = connection(sora_devserver, "recvonly", "xor", audio=False)
+def scramble_nal_units(data: bytes, table: np.ndarray, header: int) -> bytes:
+    """Scramble every NAL unit's payload, keeping start codes and ``header`` bytes."""
+    array = np.frombuffer(data, np.uint8).copy()
+    starts = [i + 3 for i in range(len(data) - 2) if data[i : i + 3] == b"\x00\x00\x01"]
+    for begin, end in zip(starts, [*starts[1:], len(data) + 3], strict=True):
+        payload = slice(begin + header, end - 3)
+        array[payload] = table[array[payload]]
+    return array.tobytes()
+
+
+def xor_av1_frames(data: bytes) -> bytes:
+    """XOR the payload of every AV1 frame/frame header/tile group OBU; OBU headers, size
+    fields and the sequence header stay readable (the RTP format carries OBUs)."""
+    array = np.frombuffer(data, np.uint8).copy()
+    pos = 0
+    while pos < len(data):
+        obu_type = (data[pos] >> 3) & 0x0F
+        start = pos + (2 if data[pos] & 0x04 else 1)
+        size, start = leb128_decode(data, start)
+        if obu_type in (3, 4, 6):  # OBU_FRAME_HEADER, OBU_TILE_GROUP, OBU_FRAME
+            array[start : start + size] ^= 0xA5
+        pos = start + size
+    return array.tobytes()
+
+
+def encrypt(codec: str, data: bytes, *, decrypt: bool = False) -> bytes:
+    """XOR-style "encryption" that keeps what the RTP packetizer of ``codec`` parses
+    (as an end-to-end encryption transform must with libwebrtc too)."""
+    if codec in ("H264", "H265"):
+        table = _UNSCRAMBLE if decrypt else _SCRAMBLE
+        return scramble_nal_units(data, table, 1 if codec == "H264" else 2)
+    if codec == "AV1":
+        return xor_av1_frames(data)
+    return xor(data, 3)
+
+
+def cipher(codec: str, *, decrypt: bool) -> Any:
+    async def transform(frame: TransformableVideoFrame) -> TransformableVideoFrame:
+        frame.set_data(encrypt(codec, bytes(frame.get_data()), decrypt=decrypt))
+        return frame
+
+    return VideoFrameTransformer(transform)
+
+
+def test_the_h26x_scramble_keeps_nal_units_and_round_trips() -> None:
+    stream = b"\x00\x00\x00\x01\x67\x42\x00\x03\x1f" + b"\x00\x00\x01\x65" + bytes(range(256))
+    scrambled = encrypt("H264", stream)
+    assert scrambled != stream and scrambled[:5] == stream[:5] and scrambled[9:13] == stream[9:13]
+    assert encrypt("H264", scrambled, decrypt=True) == stream
+
+
+@pytest.mark.parametrize("codec", CODECS)
+async def test_xor_encryption_needs_the_key(sora_devserver: DevServer, codec: str) -> None:
+    channel = f"xor-{codec}"
+    with_key = connection(sora_devserver, "recvonly", channel, audio=False)
+    without_key = connection(sora_devserver, "recvonly", channel, audio=False)
     keyed, plain = Tracks(with_key), Tracks(without_key)
-    with_key.on("track", lambda t: t.set_frame_transformer(VideoFrameTransformer(xor_frame)))
+    with_key.on("track", lambda t: t.set_frame_transformer(cipher(codec, decrypt=True)))
     sender = connection(
         sora_devserver,
         "sendonly",
-        "xor",
-        video_codec_type="VP8",
+        channel,
+        video_codec_type=codec,
         audio=False,
         video_source=PatternTrack(320, 240),
-        video_frame_transformer=VideoFrameTransformer(xor_frame),
+        video_frame_transformer=cipher(codec, decrypt=False),
     )
     async with asyncio.timeout(40), with_key, without_key, sender:
         track = await keyed.wait(lambda t: t.kind == "video")
@@ -204,7 +267,7 @@ async def test_xor_encryption_needs_the_key(sora_devserver: DevServer) -> None:
         await plain.wait(lambda t: t.kind == "video")
         stats = await wait_stats(
             without_key,
-            lambda s: any(i["packetsReceived"] > 100 for i in of_type(s, "inbound-rtp", "video")),
+            lambda s: any(i["packetsReceived"] > 40 for i in of_type(s, "inbound-rtp", "video")),
         )
         (inbound,) = of_type(stats, "inbound-rtp", "video")
         assert inbound.get("framesDecoded", 0) == 0, inbound
@@ -317,10 +380,47 @@ async def test_async_iterator_style_and_drop(sora_devserver: DevServer) -> None:
     assert all(0 <= f.audio_level <= 127 for f in handled)  # type: ignore[operator]
 
 
+class Holding:
+    """An official-style transformer that sets frames aside as they come (never enqueued
+    unless released); ``filled`` is set once ``count`` frames are held."""
+
+    def __init__(self, transformer: Any, count: int) -> None:
+        self.transformer = transformer
+        self.held: list[Any] = []
+        self.count = count
+        self.filled = asyncio.Event()
+        transformer.on_transform = self.hold
+
+    def hold(self, frame: Any) -> None:
+        self.held.append(frame)
+        if len(self.held) >= self.count:
+            self.filled.set()
+
+    def release(self) -> None:
+        """From now on every frame goes straight back; the held ones are enqueued."""
+        self.transformer.on_transform = self.transformer.enqueue
+        held, self.held = self.held, []
+        for frame in held:
+            self.transformer.enqueue(frame)
+
+
+async def until(condition: Any, within: float = 5) -> None:
+    """Poll ``condition()`` (engine counters have no events to wait on) until it holds."""
+    async with asyncio.timeout(within):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.02)
+
+
+def send_pipelines(conn: Connection, kind: str) -> list[TransformPipeline[Any]]:
+    senders = [s for s in conn._peer.senders if s.kind == kind]  # type: ignore[union-attr]
+    return [p for s in senders for p in s._transforms.values()]
+
+
 async def test_a_frame_never_handed_back_stops_only_that_stream(sora_devserver: DevServer) -> None:
-    held: list[TransformableVideoFrame] = []
     transformer = VideoFrameTransformer()
-    transformer.on_transform = held.append  # never enqueued
+    holding = Holding(transformer, VIDEO_WINDOW)
     receiver = connection(sora_devserver, "recvonly", "stuck")
     tracks = Tracks(receiver)
     sender = connection(
@@ -329,19 +429,142 @@ async def test_a_frame_never_handed_back_stops_only_that_stream(sora_devserver: 
         "stuck",
         video_codec_type="VP8",
         audio_source=ToneTrack(),
-        video_source=PatternTrack(320, 240),
+        video_source=PatternTrack(320, 240, fps=30),
         video_frame_transformer=transformer,
     )
     async with asyncio.timeout(40), receiver, sender:
+        await asyncio.wait_for(holding.filled.wait(), 10)  # frames keep being handed over
         audio = await tracks.wait(lambda t: t.kind == "audio")
         await frames(audio, 50)  # audio flows on; signaling and stats too
         stats = await sender.get_stats()
         assert of_type(stats, "outbound-rtp", "audio")[0]["packetsSent"] >= 50
         video = [s for s in of_type(stats, "outbound-rtp", "video")]
         assert not video or video[0].get("packetsSent", 0) == 0
-    assert len(held) == 1  # one frame in flight, nothing piles up
-    transformer.enqueue(held[0])  # after disconnect: dropped quietly
+        (pipeline,) = send_pipelines(sender, "video")
+        await until(lambda: pipeline.dropped >= 3)
+        # nothing piles up: the window is full, the frames beyond it are dropped and counted
+        assert len(holding.held) == pipeline.in_flight == VIDEO_WINDOW
+        (video_sender,) = [s for s in sender._peer.senders if s.kind == "video"]  # type: ignore[union-attr]
+        assert video_sender.layers[0].frames_dropped >= pipeline.dropped
+    assert len(holding.held) == VIDEO_WINDOW
+    for frame in holding.held:
+        transformer.enqueue(frame)  # after disconnect: dropped quietly
     await asyncio.sleep(0.05)
+
+
+async def test_video_recovers_with_a_key_frame_when_a_stuck_transformer_lets_go(
+    sora_devserver: DevServer,
+) -> None:
+    transformer = VideoFrameTransformer()
+    holding = Holding(transformer, VIDEO_WINDOW)
+    receiver = connection(sora_devserver, "recvonly", "let-go", audio=False)
+    tracks = Tracks(receiver)
+    sender = connection(
+        sora_devserver,
+        "sendonly",
+        "let-go",
+        video_codec_type="VP8",
+        audio=False,
+        video_source=PatternTrack(320, 240, fps=30),
+        video_frame_transformer=transformer,
+    )
+    async with asyncio.timeout(40), receiver, sender:
+        await asyncio.wait_for(holding.filled.wait(), 10)
+        (pipeline,) = send_pipelines(sender, "video")
+        (video_sender,) = [s for s in sender._peer.senders if s.kind == "video"]  # type: ignore[union-attr]
+        layer = video_sender.layers[0]
+        await until(lambda: pipeline.dropped >= 3)  # beyond the window: dropped, not queued
+        key_frames = layer.key_frames_encoded
+        holding.release()
+        track = await tracks.wait(lambda t: t.kind == "video")
+        decoded = await frames(track, 40)  # the held ones, then the stream goes on
+        assert {(f.width, f.height) for f in decoded} == {(320, 240)}
+        assert layer.key_frames_encoded > key_frames  # the encoder was asked for one
+        assert not pipeline.wants_keyframe and pipeline.in_flight < VIDEO_WINDOW
+        stats = await receiver.get_stats()
+        (inbound,) = of_type(stats, "inbound-rtp", "video")
+        assert inbound.get("decodeErrors", 0) == 0, inbound
+
+
+class ReversePairs:
+    """Official style, enqueueing from another thread: frame N is held until N+1
+    arrives, then N+1 is enqueued before N. The stream must still go out in order."""
+
+    def __init__(self, transformer: Any, mark: bytes = b"") -> None:
+        self.transformer = transformer
+        self.mark = mark
+        self.held: Any = None
+        self.seen: list[int] = []
+        self.threads: set[str] = set()
+        self.lock = threading.Lock()
+        transformer.on_transform = self.on_transform
+
+    def on_transform(self, frame: Any) -> None:
+        with self.lock:
+            self.seen.append(frame.rtp_timestamp)
+            held, self.held = self.held, (None if self.held is not None else frame)
+        if held is not None:
+            threading.Thread(target=self.enqueue, args=(frame, held)).start()
+
+    def enqueue(self, *frames: Any) -> None:
+        self.threads.add(threading.current_thread().name)
+        for frame in frames:
+            data = bytes(frame.get_data())
+            if self.mark:
+                frame.set_data(data + self.mark)
+            self.transformer.enqueue(frame)
+
+
+def increasing(timestamps: list[int]) -> bool:
+    return all(0 < (b - a) & 0xFFFFFFFF < 1 << 31 for a, b in itertools.pairwise(timestamps))
+
+
+async def test_frames_held_until_the_next_one_and_enqueued_out_of_order_go_out_in_order(
+    sora_devserver: DevServer,
+) -> None:
+    """Send and receive side: every frame is held until the next one arrives, then both
+    are enqueued in reverse order from another thread; video and audio flow end to end,
+    in order, and decode cleanly."""
+    video_out, audio_out = (
+        ReversePairs(VideoFrameTransformer(), TRAILER),
+        ReversePairs(AudioFrameTransformer(), TRAILER),
+    )
+    incoming: dict[str, ReversePairs] = {}
+
+    def on_track(track: Any) -> None:
+        transformer = AudioFrameTransformer() if track.kind == "audio" else VideoFrameTransformer()
+        incoming[track.kind] = ReversePairs(transformer)
+        track.set_frame_transformer(transformer)
+
+    receiver = connection(sora_devserver, "recvonly", "pairs", video_codec_type="VP8")
+    tracks = Tracks(receiver)
+    receiver.on("track", on_track)
+    sender = connection(
+        sora_devserver,
+        "sendonly",
+        "pairs",
+        video_codec_type="VP8",
+        audio_source=ToneTrack(),
+        video_source=PatternTrack(320, 240),
+        audio_frame_transformer=audio_out.transformer,
+        video_frame_transformer=video_out.transformer,
+    )
+    async with asyncio.timeout(40), receiver, sender:
+        video = await tracks.wait(lambda t: t.kind == "video")
+        audio = await tracks.wait(lambda t: t.kind == "audio")
+        decoded = await frames(video, 15)
+        assert len(await frames(audio, 30)) == 30
+        stats = await receiver.get_stats()
+    assert {(f.width, f.height) for f in decoded} == {(320, 240)}
+    assert all(b.pts > a.pts for a, b in itertools.pairwise(decoded))  # decoded in order
+    (inbound,) = of_type(stats, "inbound-rtp", "video")
+    assert inbound.get("decodeErrors", 0) == 0, inbound
+    for kind, out in (("video", video_out), ("audio", audio_out)):
+        # the receiver saw the sender's frames in the order they were encoded (its
+        # transformer gets them as they arrive, before its own reordering)
+        assert len(incoming[kind].seen) >= 10 and increasing(incoming[kind].seen), kind
+        assert increasing(out.seen)
+        assert threading.main_thread().name not in out.threads | incoming[kind].threads
 
 
 async def test_simulcast_layers_show_their_rid(sora_devserver: DevServer) -> None:
@@ -387,9 +610,8 @@ def test_wrong_transformers_are_refused() -> None:
 async def test_a_receiving_transformer_that_never_hands_back_stops_only_its_track(
     sora_devserver: DevServer,
 ) -> None:
-    held: list[TransformableAudioFrame] = []
     stuck = AudioFrameTransformer()
-    stuck.on_transform = held.append  # never enqueued
+    holding = Holding(stuck, AUDIO_WINDOW)
     receiver = connection(sora_devserver, "recvonly", "rx-stuck", video_codec_type="VP8")
     tracks = Tracks(receiver)
     receiver.on("track", lambda t: t.set_frame_transformer(stuck) if t.kind == "audio" else None)
@@ -404,8 +626,112 @@ async def test_a_receiving_transformer_that_never_hands_back_stops_only_its_trac
     async with asyncio.timeout(40), receiver, sender:
         video = await tracks.wait(lambda t: t.kind == "video")
         audio = await tracks.wait(lambda t: t.kind == "audio")
+        await asyncio.wait_for(holding.filled.wait(), 10)
         assert len(await frames(video, 10)) == 10
         with pytest.raises(TimeoutError):
             await frames(audio, 1, within=0.5)
-    assert len(held) == 1
-    stuck.enqueue(held[0])  # after disconnect: dropped quietly
+        (audio_receiver,) = [r for r in receiver._peer.receivers if r.kind == "audio"]  # type: ignore[union-attr]
+        pipeline = audio_receiver._transforms
+        assert pipeline is not None
+        await until(lambda: pipeline.dropped >= 3)
+        assert pipeline.in_flight == AUDIO_WINDOW
+        assert sum(s.frames_dropped for s in audio_receiver.streams.values()) >= pipeline.dropped
+    assert len(holding.held) == AUDIO_WINDOW  # bounded: the rest were dropped, not queued
+    for frame in holding.held:
+        stuck.enqueue(frame)  # after disconnect: dropped quietly
+
+
+async def test_frame_facts_as_libwebrtc_gives_them(sora_devserver: DevServer) -> None:
+    """Each documented property, both directions, as ``sora_sdk`` (libwebrtc) fills it."""
+    seen: dict[tuple[str, FrameDirection], list[Any]] = {}
+
+    async def note(frame: Any) -> Any:
+        facts = {
+            name: getattr(frame, name)
+            for name in dir(type(frame))
+            if not name.startswith("_") and name not in ("encoded", "get_data", "set_data")
+        }
+        seen.setdefault((frame.kind, frame.direction), []).append(facts)
+        return frame
+
+    def on_track(track: Any) -> None:
+        cls = AudioFrameTransformer if track.kind == "audio" else VideoFrameTransformer
+        track.set_frame_transformer(cls(note))
+
+    receiver = connection(sora_devserver, "recvonly", "facts", video_codec_type="VP8")
+    tracks = Tracks(receiver)
+    receiver.on("track", on_track)
+    sender = connection(
+        sora_devserver,
+        "sendonly",
+        "facts",
+        video_codec_type="VP8",
+        audio_source=ToneTrack(),
+        video_source=PatternTrack(320, 240),
+        audio_frame_transformer=note,
+        video_frame_transformer=note,
+    )
+    started_ms, started_us = time.monotonic_ns() // 1_000_000, time.monotonic_ns() // 1000
+    async with asyncio.timeout(40), receiver, sender:
+        await frames(await tracks.wait(lambda t: t.kind == "video"), 5)
+        await frames(await tracks.wait(lambda t: t.kind == "audio"), 10)
+    ended_ms, ended_us = time.monotonic_ns() // 1_000_000, time.monotonic_ns() // 1000
+    send_audio = seen["audio", FrameDirection.SENDER]
+    receive_audio = seen["audio", FrameDirection.RECEIVER]
+    for facts in send_audio + receive_audio:
+        assert facts["contributing_sources"].dtype == np.uint32
+        assert facts["contributing_sources"].size == 0  # Sora sets no CSRCs
+        assert facts["mime_type"] == "audio/opus" and facts["payload_type"] > 0
+        # RFC 6464 level; on receive only when the SFU forwards the extension
+        assert facts["audio_level"] is None or 0 <= facts["audio_level"] <= 127
+    for facts in send_audio:  # libwebrtc: not packetized yet; captured now
+        assert 0 <= facts["audio_level"] <= 127
+        assert facts["sequence_number"] is None and facts["receive_time"] is None
+        assert started_ms <= facts["absolute_capture_timestamp"] <= ended_ms
+        assert facts["type"] is AudioFrameType.SPEECH
+    for facts in receive_audio:  # the RTP packet's facts; no capture time
+        assert facts["absolute_capture_timestamp"] is None
+        assert started_us <= facts["receive_time"] <= ended_us  # µs, monotonic clock
+        assert facts["type"] is AudioFrameType.CN  # our sender's RFC 6464 voice flag is off
+    numbers = [f["sequence_number"] for f in receive_audio]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(numbers)), numbers
+    send_video = seen["video", FrameDirection.SENDER]
+    receive_video = seen["video", FrameDirection.RECEIVER]
+    assert send_video[0]["is_key_frame"] and receive_video[0]["is_key_frame"]
+    assert all(isinstance(f["frame_id"], int) for f in send_video)
+    for facts in receive_video:  # no generic frame descriptor through Sora
+        assert facts["frame_id"] is None and facts["frame_dependencies"].size == 0
+        assert facts["contributing_sources"].size == 0
+    for facts in send_video + receive_video:
+        assert (facts["width"], facts["height"]) in ((320, 240), (0, 0))
+        assert facts["spatial_index"] == facts["temporal_index"] == 0
+
+
+async def test_av1_bytes_appended_on_send_do_not_hurt_a_receiver_without_a_transform(
+    sora_devserver: DevServer,
+) -> None:
+    """The appended bytes ride in a reserved OBU before the frame (transform.py), which
+    a decoder skips: a receiver that does not strip them still decodes every frame."""
+
+    async def mark(frame: TransformableVideoFrame) -> TransformableVideoFrame:
+        frame.set_data(bytes(frame.get_data()) + TRAILER)
+        return frame
+
+    receiver = connection(sora_devserver, "recvonly", "av1-plain", audio=False)
+    tracks = Tracks(receiver)
+    sender = connection(
+        sora_devserver,
+        "sendonly",
+        "av1-plain",
+        video_codec_type="AV1",
+        audio=False,
+        video_source=PatternTrack(320, 240),
+        video_frame_transformer=mark,
+    )
+    async with asyncio.timeout(40), receiver, sender:
+        track = await tracks.wait(lambda t: t.kind == "video")
+        decoded = await frames(track, 10)
+        stats = await receiver.get_stats()
+    assert {(f.width, f.height) for f in decoded} == {(320, 240)}
+    (inbound,) = of_type(stats, "inbound-rtp", "video")
+    assert inbound.get("decodeErrors", 0) == 0 and inbound["framesDecoded"] >= 10, inbound

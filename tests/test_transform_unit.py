@@ -5,29 +5,44 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+import time
 
 import numpy as np
 import pytest
+from aiortc.rtp import RtpPacket
 
 from sora_async import (
     AudioFrameTransformer,
+    TransformableAudioFrame,
     TransformableVideoFrame,
     VideoFrameTransformer,
 )
 from sora_async.codecs.base import EncodedFrame
-from sora_async.codecs.registry import create_depacketizer, create_packetizer
+from sora_async.codecs.registry import create_decoder, create_depacketizer, create_packetizer
 from sora_async.rtc import RemoteTrack
+from sora_async.rtc.receiver import RtpReceiver
+from sora_async.rtc.sdp import NegotiatedCodec
 from sora_async.transform import (
+    AudioFrameType,
     FrameDirection,
+    TransformPipeline,
     av1_unwrap_opaque,
     av1_wrap_opaque,
 )
 
 
 def video(data: bytes = b"\x10\x02\x00\x9d\x01\x2a", codec: str = "VP8") -> EncodedFrame:
-    return EncodedFrame(data=data, timestamp=3000, codec=codec, is_keyframe=True, width=320,
-                        height=240, payload_type=96, ssrc=1234,
-                        codec_specific={"rid": "r1"})  # fmt: skip
+    return EncodedFrame(
+        data=data,
+        timestamp=3000,
+        codec=codec,
+        is_keyframe=True,
+        width=320,
+        height=240,
+        payload_type=96,
+        ssrc=1234,
+        codec_specific={"rid": "r1"},
+    )
 
 
 async def test_frame_api() -> None:
@@ -172,3 +187,199 @@ def test_av1_bytes_that_are_not_obus_survive_rtp(tail: bytes) -> None:
     received = create_depacketizer("AV1").depacketize(payloads, 0)
     assert received.is_keyframe
     assert av1_unwrap_opaque(received.data) == original + tail
+    # the opaque OBU rides before the frame OBU (after it, dav1d in sora_sdk stops decoding)
+    assert wrapped.endswith(frame_obu) and wrapped.startswith(b"\x12\x00" + sequence_header)
+    # one at the end (a sender that appends the OBU there) is taken out as well
+    at_end = original + bytes([0x72, len(tail)]) + tail if len(tail) < 128 else None
+    if at_end is not None:
+        assert av1_unwrap_opaque(at_end) == original + tail
+    assert av1_unwrap_opaque(original) == original
+
+
+# -- the pipeline: frames handed over as they come, results forwarded in order ------------------
+
+
+def numbered(index: int, *, key: bool = False, kind: str = "video") -> EncodedFrame:
+    codec = "VP8" if kind == "video" else "OPUS"
+    return EncodedFrame(data=b"%d" % index, timestamp=index, codec=codec, is_keyframe=key)
+
+
+class Collected:
+    """A pipeline's forward: records what comes out, wakes waiters at a count."""
+
+    def __init__(self) -> None:
+        self.frames: list[int] = []
+        self.changed = asyncio.Event()
+
+    async def forward(self, frame: EncodedFrame, context: str) -> None:
+        assert context == "ctx"
+        self.frames.append(frame.timestamp)
+        self.changed.set()
+
+    async def wait(self, count: int) -> list[int]:
+        async with asyncio.timeout(5):
+            while len(self.frames) < count:
+                self.changed.clear()
+                await self.changed.wait()
+        return self.frames
+
+
+async def test_pipeline_hands_over_without_waiting_and_keeps_order_from_threads() -> None:
+    """The official style enqueueing frames in reverse pairs from other threads: every
+    frame is handed over at once, the results still go out in submission order."""
+    transformer = VideoFrameTransformer()
+    received: list[TransformableVideoFrame] = []
+    lock = threading.Lock()
+
+    def on_transform(frame: TransformableVideoFrame) -> None:
+        with lock:
+            received.append(frame)
+            if len(received) % 2:
+                return  # hold frame N until N+1 arrives, then enqueue N+1 first
+            pair = received[-1], received[-2]
+        for held in pair:
+            thread = threading.Thread(target=transformer.enqueue, args=(held,))
+            thread.start()
+            thread.join()
+
+    transformer.on_transform = on_transform
+    out = Collected()
+    pipeline = TransformPipeline("video", out.forward)
+    assert all(pipeline.submit(transformer, numbered(i, key=i == 0), "ctx") for i in range(20))
+    assert await out.wait(20) == list(range(20))
+    assert (pipeline.in_flight, pipeline.dropped, pipeline.forwarded) == (0, 0, 20)
+    assert [f.rtp_timestamp for f in received] == list(range(20))  # handed over in order
+    await pipeline.close()
+
+
+async def test_pipeline_drops_none_and_failures_and_goes_on() -> None:
+    async def transform(frame: TransformableVideoFrame) -> TransformableVideoFrame | None:
+        await asyncio.sleep(0.001 * (10 - frame.rtp_timestamp))  # later frames finish first
+        if frame.rtp_timestamp == 3:
+            return None
+        if frame.rtp_timestamp == 5:
+            raise RuntimeError("a broken transform")
+        return frame
+
+    out = Collected()
+    pipeline = TransformPipeline("video", out.forward)
+    hook = VideoFrameTransformer(transform)
+    for i in range(10):
+        pipeline.submit(hook, numbered(i, key=i == 0), "ctx")
+    assert await out.wait(8) == [0, 1, 2, 4, 6, 7, 8, 9]
+    assert pipeline.discarded == 2 and pipeline.in_flight == 0
+    await pipeline.close()
+
+
+async def test_pipeline_window_bounds_a_stuck_transformer_and_video_recovers_on_a_key_frame() -> (
+    None
+):
+    transformer = VideoFrameTransformer()
+    held: list[TransformableVideoFrame] = []
+    transformer.on_transform = held.append  # never enqueued (for now)
+    out = Collected()
+    pipeline = TransformPipeline("video", out.forward, window=4)
+    accepted = [pipeline.submit(transformer, numbered(i, key=i == 0), "ctx") for i in range(10)]
+    assert accepted == [True] * 4 + [False] * 6
+    await asyncio.sleep(0)
+    assert (len(held), pipeline.in_flight, pipeline.dropped) == (4, 4, 6)
+    assert not pipeline.wants_keyframe  # no room yet
+    for frame in held:
+        transformer.enqueue(frame)
+    assert await out.wait(4) == [0, 1, 2, 3]
+    assert pipeline.wants_keyframe  # room again: ask the encoder / the sender for a key frame
+    assert not pipeline.submit(transformer, numbered(10), "ctx")  # delta frames: still dropped
+    transformer.on_transform = transformer.enqueue
+    assert pipeline.submit(transformer, numbered(11, key=True), "ctx")
+    assert pipeline.submit(transformer, numbered(12), "ctx")
+    assert not pipeline.wants_keyframe
+    assert await out.wait(6) == [0, 1, 2, 3, 11, 12]
+    assert pipeline.dropped == 7
+    await pipeline.close()
+
+
+async def test_pipeline_audio_drops_only_what_overflows_and_close_releases_frames() -> None:
+    transformer = AudioFrameTransformer()
+    held: list[object] = []
+    transformer.on_transform = held.append
+    out = Collected()
+    pipeline = TransformPipeline("audio", out.forward, window=3)
+    accepted = [pipeline.submit(transformer, numbered(i, kind="audio"), "ctx") for i in range(5)]
+    assert accepted == [True, True, True, False, False]
+    await asyncio.sleep(0)
+    transformer.enqueue(held[0])  # type: ignore[arg-type]
+    assert await out.wait(1) == [0]
+    assert pipeline.submit(transformer, numbered(5, kind="audio"), "ctx")  # no key frames here
+    await asyncio.sleep(0)
+    await pipeline.close()
+    assert pipeline.in_flight == 0 and not transformer._waiting
+    for frame in held:
+        transformer.enqueue(frame)  # type: ignore[arg-type]  # after the end: dropped quietly
+    assert not pipeline.submit(transformer, numbered(6, kind="audio"), "ctx")
+    await asyncio.sleep(0.01)
+    assert out.frames == [0]
+
+
+async def test_receive_side_audio_facts_come_from_the_rtp_packet() -> None:
+    """CSRCs, sequence number, RFC 6464 voice flag and level, arrival time (µs, monotonic)."""
+    opus = NegotiatedCodec(
+        payload_type=111,
+        name="OPUS",
+        kind="audio",
+        rtpmap="opus/48000/2",
+        clock_rate=48000,
+        channels=2,
+        fmtp={},
+        fmtp_line=None,
+        feedback=[],
+    )
+    track = RemoteTrack("audio", track_id="t", stream_id="S", mid="0")
+
+    async def no_rtcp(data: bytes) -> bool:
+        return True
+
+    receiver = RtpReceiver(
+        kind="audio",
+        mid="0",
+        codecs=[opus],
+        track=track,
+        send_rtcp=no_rtcp,
+        rtcp_ssrc=7,
+        decoder_factory=lambda codec: create_decoder(codec.name),
+    )
+    seen: list[TransformableAudioFrame] = []
+    got = asyncio.Event()
+
+    async def note(frame: TransformableAudioFrame) -> TransformableAudioFrame | None:
+        seen.append(frame)
+        got.set()
+        return None  # dropped: nothing to decode
+
+    track.set_frame_transformer(note)
+    before = time.monotonic_ns() // 1000
+    try:
+        for seq, (vad, csrcs) in enumerate([(True, [11, 22]), (False, [])], start=65535):
+            packet = RtpPacket(
+                payload_type=111,
+                sequence_number=seq & 0xFFFF,
+                timestamp=960 * seq,
+                ssrc=5,
+                payload=b"\xfc\xff\xfe",
+            )
+            packet.csrc = csrcs
+            packet.extensions.audio_level = (vad, 30)
+            await receiver.handle_rtp(packet, 100, 0)
+        async with asyncio.timeout(5):
+            while len(seen) < 2:
+                got.clear()
+                await got.wait()
+    finally:
+        await receiver.stop()
+    first, second = seen
+    assert first.contributing_sources.tolist() == [11, 22] and second.contributing_sources.size == 0
+    assert first.contributing_sources.dtype == np.uint32
+    assert (first.sequence_number, second.sequence_number) == (65535, 0)
+    assert (first.type, second.type) == (AudioFrameType.SPEECH, AudioFrameType.CN)
+    assert first.audio_level == 30 and first.absolute_capture_timestamp is None
+    assert before <= first.receive_time <= time.monotonic_ns() // 1000  # type: ignore[operator]
+    assert first.direction is FrameDirection.RECEIVER

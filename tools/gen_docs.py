@@ -58,6 +58,11 @@ PAGES: tuple[tuple[str, tuple[str, ...] | None, str], ...] = (
     ),
     ("sora_async.cli", ("main", "ExitCode", "CliError"), "The `sora-async` command line."),
     (
+        "sora_async.runner",
+        ("run", "loop_factory", "uvloop_available"),
+        "Running a program on uvloop when it is installed (opt-in, never required).",
+    ),
+    (
         "sora_async.cli.media",
         ("TestPatternTrack", "ToneTrack", "MediaInput", "encode_png", "draw_test_pattern"),
         "Generated media, files and devices.",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -12,6 +11,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..enums import Role
+from ..runner import run
 from .args import (
     add_connection_options,
     add_output_options,
@@ -181,11 +181,11 @@ def _dispatch(args: argparse.Namespace) -> ExitCode:
     if command in ("sendonly", "recvonly", "sendrecv"):
         from .session import run_media
 
-        return asyncio.run(run_media(args, args.role))
+        return run(run_media(args, args.role))
     if command == "messaging":
         from .session import run_messaging
 
-        return asyncio.run(run_messaging(args))
+        return run(run_messaging(args))
     if command == "devserver":
         from ..devserver.__main__ import main as devserver_main
 

@@ -1,4 +1,6 @@
-"""The one place that reaches under PyAV: ``av_opt_set`` on an open ``AVCodecContext``.
+"""The one place that reaches under PyAV: ``av_opt_set`` on an open ``AVCodecContext``,
+and ``vpx_codec_enc_config_set`` on the libvpx encoder under it (see the libvpx
+section below).
 
 Why: libx264 changes its bit rate in place when ``AVCodecContext.rc_max_rate``
 and ``rc_buffer_size`` change between frames (FFmpeg ``libx264.c``
@@ -107,4 +109,114 @@ def set_codec_context_options(ctx: Any, options: dict[str, int]) -> bool:
         if lib.av_opt_set_int(pointer, name.encode(), int(value), 0) < 0:
             logger.debug("av_opt_set_int(%s=%s) failed", name, value)
             return False
+    return True
+
+
+# --- libvpx: the bit rate in place ---------------------------------------------------
+#
+# FFmpeg's libvpxenc applies a new ``bit_rate`` only at ``avcodec_open2`` (measured
+# with FFmpeg 8 / libavcodec 62: setting ``b``/``maxrate`` between frames changes
+# nothing), so every estimator step re-created the encoder and cost a key frame.
+# libvpx itself re-targets in place (``vpx_codec_enc_config_set``, what libwebrtc's
+# LibvpxVp8Encoder::SetRates calls). The encoder's ``vpx_codec_ctx_t`` sits in
+# FFmpeg's private context (``VPxContext``: ``AVClass *class`` then ``struct
+# vpx_codec_ctx encoder``); its ``config.enc`` points at libvpx's own copy of the
+# configuration (``vp8e_init``/``encoder_init`` copy it in). Every step is verified
+# before anything is written: the private class's name, the encoder's interface
+# pointer against ``vpx_codec_vp8_cx()``/``vpx_codec_vp9_cx()`` of the libvpx that
+# PyAV ships, and the configuration's size, time base, lag, rate-control mode and
+# current target against what was opened; anything unexpected answers False and the
+# encoder is re-created as before.
+
+#: AVCodecContext: av_class, log_level_offset, codec_type, codec, codec_id, codec_tag,
+#: then ``void *priv_data`` (libavcodec/avcodec.h, unchanged since FFmpeg 4).
+_PRIV_DATA_OFFSET = 32
+#: VPxContext: ``AVClass *class`` then ``struct vpx_codec_ctx encoder``.
+_VPX_ENCODER_OFFSET = 8
+#: vpx_codec_ctx_t: name, iface, err, err_detail, init_flags, then ``config``.
+_VPX_IFACE_OFFSET = 8
+_VPX_CONFIG_OFFSET = 40
+#: vpx_codec_enc_cfg_t fields (vpx_encoder.h, 64-bit layout).
+_CFG_W, _CFG_H, _CFG_TB_NUM, _CFG_TB_DEN = 12, 16, 28, 32
+_CFG_LAG, _CFG_END_USAGE, _CFG_TARGET = 44, 72, 112
+_VPX_CBR = 1
+_VPX_ENCODERS = {
+    "libvpx": (b"libvpx-vp8 encoder", "vpx_codec_vp8_cx"),
+    "libvpx-vp9": (b"libvpx-vp9 encoder", "vpx_codec_vp9_cx"),
+}
+
+_libvpx: Any = None
+_libvpx_loaded = False
+
+
+def _load_libvpx() -> Any:
+    global _libvpx, _libvpx_loaded
+    if _libvpx_loaded:
+        return _libvpx
+    _libvpx_loaded = True
+    libs_dir = os.path.join(os.path.dirname(os.path.dirname(av.__file__)), "av.libs")
+    candidates = sorted(glob.glob(os.path.join(libs_dir, "libvpx*.so*")))
+    if not candidates:
+        return None
+    try:
+        lib = ctypes.CDLL(candidates[0])
+        for name in ("vpx_codec_vp8_cx", "vpx_codec_vp9_cx"):
+            getattr(lib, name).restype = ctypes.c_void_p
+            getattr(lib, name).argtypes = []
+        lib.vpx_codec_enc_config_set.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.vpx_codec_enc_config_set.restype = ctypes.c_int
+        _libvpx = lib
+    except (OSError, AttributeError) as exc:  # pragma: no cover - platform dependent
+        logger.debug("libvpx not loadable for the encoder seam: %s", exc)
+    return _libvpx
+
+
+def _u32(address: int) -> int:
+    return int(ctypes.c_uint32.from_address(address).value)
+
+
+def _pointer(address: int) -> int:
+    return int(ctypes.c_void_p.from_address(address).value or 0)
+
+
+def set_libvpx_bitrate(ctx: Any, encoder_name: str, bitrate: int) -> bool:
+    """Re-target an open FFmpeg ``libvpx``/``libvpx-vp9`` encoder to ``bitrate`` (bps)
+    in place; False (nothing changed) if the seam cannot be verified here."""
+    expected = _VPX_ENCODERS.get(encoder_name)
+    lib = _load_libvpx()
+    if expected is None or lib is None or ctypes.sizeof(ctypes.c_void_p) != 8:
+        return False
+    pointer = codec_context_pointer(ctx)
+    if pointer is None:
+        return False
+    class_name, iface_function = expected
+    priv = _pointer(pointer + _PRIV_DATA_OFFSET)
+    av_class = _pointer(priv) if priv else 0
+    if not av_class or ctypes.c_char_p.from_address(av_class).value != class_name:
+        return False
+    encoder = priv + _VPX_ENCODER_OFFSET
+    if _pointer(encoder + _VPX_IFACE_OFFSET) != getattr(lib, iface_function)():
+        return False
+    config = _pointer(encoder + _VPX_CONFIG_OFFSET)
+    if not config:
+        return False
+    time_base = ctx.time_base
+    checks = (
+        (_CFG_W, ctx.width),
+        (_CFG_H, ctx.height),
+        (_CFG_TB_NUM, time_base.numerator),
+        (_CFG_TB_DEN, time_base.denominator),
+        (_CFG_LAG, 0),
+        (_CFG_END_USAGE, _VPX_CBR),
+        (_CFG_TARGET, (int(ctx.bit_rate) + 500) // 1000),
+    )
+    if any(_u32(config + offset) != value for offset, value in checks):
+        return False
+    kbps = max(1, (int(bitrate) + 500) // 1000)
+    ctypes.c_uint32.from_address(config + _CFG_TARGET).value = kbps
+    if lib.vpx_codec_enc_config_set(encoder, config) != 0:
+        ctypes.c_uint32.from_address(config + _CFG_TARGET).value = checks[-1][1]
+        return False
+    # keep FFmpeg's view in step (and the next verification of this seam)
+    ctx.bit_rate = kbps * 1000
     return True

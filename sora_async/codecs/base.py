@@ -120,6 +120,10 @@ class Encoder(abc.ABC):
 
     #: Sora codec name ("VP8", "VP9", "AV1", "H264", "H265", "OPUS").
     codec: str = ""
+    #: The frame rate frames arrive at before any frame dropping (the sender sets
+    #: its source's rate, capped by its adaptation); rate control budgets
+    #: ``target_bitrate / input_framerate`` bits per frame. None: not known.
+    input_framerate: float | None = None
 
     @property
     @abc.abstractmethod

@@ -19,6 +19,7 @@ comes out on the frame it was requested, decoders add no frame delay.
 
 from __future__ import annotations
 
+import collections
 import enum
 import fractions
 import logging
@@ -34,6 +35,7 @@ from av.codec.hwaccel import HWAccel
 from av.video.codeccontext import VideoCodecContext
 from av.video.frame import PictureType, VideoFrame
 
+from ..frames import reformat_video
 from ..hwaccel.backends import Backend
 from . import _ffmpeg_seam
 from .base import (
@@ -61,6 +63,10 @@ class BitrateUpdate(enum.Enum):
     #: Set ``b``/``maxrate``/``bufsize`` with ``av_opt_set`` (libx264's VBV reconfig,
     #: see ``_ffmpeg_seam``); falls back to RECREATE if the seam is unusable.
     VBV = "vbv"
+    #: ``vpx_codec_enc_config_set`` on the libvpx encoder under FFmpeg's ``libvpx``/
+    #: ``libvpx-vp9`` (``_ffmpeg_seam.set_libvpx_bitrate``), which FFmpeg does not
+    #: re-target itself; falls back to RECREATE if the seam cannot be verified.
+    LIBVPX = "libvpx"
 
 
 @dataclass(frozen=True)
@@ -182,6 +188,10 @@ class PyAVVideoEncoder(Encoder):
         self._size: tuple[int, int] = (0, 0)
         self._target_bitrate = self._settings.clamp(self._settings.bitrate)
         self._ctx_bitrate = 0
+        #: capture times (s) of recent frames, for the input frame rate
+        self._frame_times: collections.deque[float] = collections.deque(maxlen=32)
+        #: the frame rate the bit rate is scaled for (None: the nominal one)
+        self._rate_fps: float | None = None
         self._last_recreate = float("-inf")
         self._frames_in_ctx = 0
         self._frame_index = 0
@@ -213,6 +223,56 @@ class PyAVVideoEncoder(Encoder):
     def target_bitrate(self, bitrate: int) -> None:
         self._target_bitrate = self._settings.clamp(bitrate)
 
+    @property
+    def measured_framerate(self) -> float | None:
+        """The frame rate of the frames given to :meth:`encode` (None: too few yet)."""
+        times = self._frame_times
+        if len(times) < 4 or times[-1] - times[0] <= 0:
+            return None
+        return (len(times) - 1) / (times[-1] - times[0])
+
+    @property
+    def ctx_bitrate(self) -> int:
+        """The bit rate given to the FFmpeg encoder for :attr:`target_bitrate`.
+
+        Encoders here count one ``1/framerate`` tick per frame (the pts is a
+        frame counter), so they budget ``bit_rate / framerate`` bits per frame.
+        When frames come slower than :attr:`EncoderSettings.framerate` (a 15 fps
+        camera, a frame-rate cap of the degradation adaptation), the nominal rate
+        is scaled up so that the frames that come carry the target: libwebrtc
+        passes the input frame rate to the encoder's rate control the same way
+        (``RateControlParameters.framerate_fps``). The rate is
+        :attr:`~.base.Encoder.input_framerate` where the sender sets it (its
+        source's rate, before any frame dropping: frames dropped because they
+        overshoot must not raise the budget of the next ones), else the rate
+        the frames come at here.
+        """
+        fps = self._rate_fps
+        if fps is None:
+            return self._target_bitrate
+        return int(self._target_bitrate * self._settings.framerate / fps)
+
+    def _note_frame_time(self, frame: VideoFrame) -> None:
+        if frame.pts is not None and frame.time_base is not None:
+            now = float(frame.pts * frame.time_base)
+        else:
+            now = time.monotonic()
+        times = self._frame_times
+        if times and not 0 < now - times[-1] < 2.0:
+            times.clear()  # a jump: a new source, a wrapped clock, a long pause
+        times.append(now)
+        while len(times) > 4 and times[-1] - times[0] > 1.0:
+            times.popleft()
+        measured = self.input_framerate or self.measured_framerate
+        if measured is None:
+            return
+        # within [1 fps, the nominal rate]; re-scaled only on a 10 % change (every
+        # change of a RECREATE encoder's rate costs a key frame)
+        fps = min(max(measured, 1.0), float(self._settings.framerate))
+        current = self._rate_fps or float(self._settings.framerate)
+        if abs(fps - current) / current > 0.10:
+            self._rate_fps = None if fps >= self._settings.framerate else fps
+
     def encode(self, frame: av.frame.Frame, force_keyframe: bool = False) -> list[EncodedFrame]:
         if not isinstance(frame, VideoFrame):
             raise TypeError(f"{self.codec} encoder takes av.VideoFrame, not {type(frame).__name__}")
@@ -224,10 +284,11 @@ class PyAVVideoEncoder(Encoder):
         # 4:2:0 encoders need even sizes (x264 refuses odd ones): drop the odd line.
         size = (frame.width & ~1, frame.height & ~1)
         if size != (frame.width, frame.height):
-            frame = frame.reformat(width=size[0], height=size[1])
+            frame = reformat_video(frame, width=size[0], height=size[1])
         if self._ctx is not None and size != self._size:
             self._close_ctx()
-        if self._ctx is not None and self._target_bitrate != self._ctx_bitrate:
+        self._note_frame_time(frame)
+        if self._ctx is not None and self.ctx_bitrate != self._ctx_bitrate:
             self._apply_bitrate()
         while True:
             if self._ctx is None:
@@ -272,7 +333,7 @@ class PyAVVideoEncoder(Encoder):
         assert self._ctx is not None and self._setup is not None
         source = frame
         if frame.format.name != self._setup.pix_fmt:
-            source = frame.reformat(format=self._setup.pix_fmt)
+            source = reformat_video(frame, format=self._setup.pix_fmt)
         saved = (source.pts, source.time_base, source.pict_type)
         # Always set pict_type: a decoded frame (relay) carries the decoder's
         # I/P/B type, which FFmpeg encoders would otherwise obey.
@@ -297,7 +358,7 @@ class PyAVVideoEncoder(Encoder):
             try:
                 self._ctx, self._setup = self._create_context(backend, width, height)
                 self._size = (width, height)
-                self._ctx_bitrate = self._target_bitrate
+                self._ctx_bitrate = self.ctx_bitrate
                 self._frames_in_ctx = 0
                 return
             except _BACKEND_FAILURES as exc:
@@ -320,12 +381,13 @@ class PyAVVideoEncoder(Encoder):
         ctx.height = height
         ctx.time_base = fractions.Fraction(1, settings.framerate)
         ctx.framerate = fractions.Fraction(settings.framerate, 1)
-        ctx.bit_rate = self._target_bitrate
+        bitrate = self.ctx_bitrate
+        ctx.bit_rate = bitrate
         ctx.gop_size = settings.keyframe_interval
         # No B-frames: they reorder output and add a frame of delay (aiortc#588).
         ctx.max_b_frames = 0
         ctx.thread_count = settings.threads or thread_count(width, height)
-        setup = configure(ctx, settings, self._target_bitrate)
+        setup = configure(ctx, settings, bitrate)
         ctx.pix_fmt = setup.pix_fmt
         ctx.options = dict(setup.options)
         ctx.open()
@@ -349,7 +411,7 @@ class PyAVVideoEncoder(Encoder):
 
     def _apply_bitrate(self) -> None:
         assert self._ctx is not None and self._setup is not None
-        new, current = self._target_bitrate, self._ctx_bitrate
+        new, current = self.ctx_bitrate, self._ctx_bitrate
         strategy = self._setup.bitrate_update
         if strategy is BitrateUpdate.CONTEXT:
             self._ctx.bit_rate = new
@@ -358,6 +420,12 @@ class PyAVVideoEncoder(Encoder):
             return
         if strategy is BitrateUpdate.VBV and _ffmpeg_seam.set_codec_context_options(
             self._ctx, {"b": new, "maxrate": new, "bufsize": new}
+        ):
+            self._ctx_bitrate = new
+            self.in_place_bitrate_updates += 1
+            return
+        if strategy is BitrateUpdate.LIBVPX and _ffmpeg_seam.set_libvpx_bitrate(
+            self._ctx, self.backend.pyav_name, new
         ):
             self._ctx_bitrate = new
             self.in_place_bitrate_updates += 1

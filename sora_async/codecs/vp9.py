@@ -463,7 +463,12 @@ class Vp9Depacketizer(Depacketizer):
             raise IncompleteFrameError("VP9: the last packet of the frame is missing")
         assert first is not None
         data = build_superframe(layer_frames)
-        header = parse_frame_header(split_superframe(layer_frames[0])[0])
+        try:
+            header = parse_frame_header(split_superframe(layer_frames[0])[0])
+        except MalformedPayloadError:
+            # Not readable VP9 (an encrypting encoded transform, issue 7): as libwebrtc,
+            # the payload descriptor alone says whether it is a key frame.
+            header = Vp9FrameHeader(is_keyframe=not first.inter_picture_predicted, show_frame=True)
         width, height = header.width, header.height
         if ss is not None and ss.resolutions:
             width, height = ss.resolutions[min(max_sid, len(ss.resolutions) - 1)]
@@ -523,7 +528,10 @@ def configure_libvpx_vp9(
     cpu-used=8, lag-in-frames=0, row-mt=1`` gives no delay and ~5-6 ms/frame.
     Without ``minrate=maxrate=bufsize`` (CBR) the rate overshot ~8x. Quantizer
     limits as libwebrtc (2..52); ``aq-mode=3`` is libvpx's real-time cyclic
-    refresh. The encoder does not take a new ``bit_rate`` in place (measured).
+    refresh. FFmpeg does not apply a new ``bit_rate`` in place (measured): bit-rate
+    changes go to libvpx directly (:attr:`BitrateUpdate.LIBVPX`).
+    ``drop-threshold=30``: libwebrtc's ``rc_dropframe_thresh`` (frames are
+    skipped rather than overshooting a target the quantizer cannot reach).
     """
     ctx.qmin = 2
     ctx.qmax = 52
@@ -535,11 +543,12 @@ def configure_libvpx_vp9(
             "lag-in-frames": "0",
             "row-mt": "1",
             "aq-mode": "3",
+            "drop-threshold": "30",
             "minrate": str(bitrate),
             "maxrate": str(bitrate),
             "bufsize": str(bitrate),
         },
-        bitrate_update=BitrateUpdate.RECREATE,
+        bitrate_update=BitrateUpdate.LIBVPX,
         pix_fmt=pix_fmt,
     )
 

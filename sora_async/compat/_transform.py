@@ -12,9 +12,11 @@ with the official enums and the official threading (callbacks on a
 dispatcher thread, never on the event loop). The send side goes through the
 ``audio_frame_transformer``/``video_frame_transformer`` keywords of
 :class:`sora_async.Connection`, the receive side through
-``RemoteTrack.set_frame_transformer``. The core hands one frame per stream at a
-time to the transformer and waits for it, so a callback that holds several
-frames of one stream before enqueueing them stalls that stream.
+``RemoteTrack.set_frame_transformer``. As in libwebrtc, frames are handed over
+as they come and go on in the order they were handed over, so a callback may
+hold frames and enqueue them later, in any order; a stream keeps at most 30
+video / 50 audio frames in flight (beyond that new frames are dropped), so a
+frame never enqueued stops that stream only.
 """
 
 from __future__ import annotations

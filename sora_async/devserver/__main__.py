@@ -67,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--transport-cc",
         action="store_true",
-        help="offer transport-cc on upstream media and send its feedback (default: REMB only)",
+        help=(
+            "transport-cc: offered on upstream media (feedback sent) and on forwarded "
+            "media (sequence numbers stamped, feedback read) (default: REMB only)"
+        ),
     )
     parser.add_argument(
         "--log-level",

@@ -10,6 +10,7 @@ history; PLI/FIR go upstream to the layer being forwarded.
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import time
@@ -26,7 +27,9 @@ from aiortc.rtp import (
 )
 
 from ..codecs.registry import create_depacketizer
-from .rtp import RtpHeader, payload, rewrite_rtp, seq_newer
+from ..rtc.congestion import BandwidthEstimator
+from ..rtc.twcc import PacketResult, SendHistory, is_rtcp, parse_feedback, split_compound
+from .rtp import RtpHeader, add_transport_sequence, payload, rewrite_rtp, seq_newer
 from .sdp import CodecSpec
 
 logger = logging.getLogger("sora_async.devserver")
@@ -338,3 +341,73 @@ class Egress:
                 octet_count=self.bytes_sent,
             ),
         )
+
+
+class DownstreamCongestion:
+    """transport-cc toward one subscriber (``DevServer(transport_cc=True)``).
+
+    Where the subscriber's answer kept the transport-wide-cc header extension,
+    every RTP packet the server sends it (forwarded media and retransmissions)
+    gets the next transport-wide sequence number (:meth:`stamp`), remembered with
+    its send time and size; the subscriber's feedback (RTPFB FMT 15) is taken out
+    of its RTCP (:meth:`on_rtcp`) and matched with them, counted, and fed to a
+    :class:`~sora_async.rtc.congestion.BandwidthEstimator`, whose target is the
+    server's estimate of the path to that subscriber (reported in the stats; the
+    forwarder does not act on it).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        #: the negotiated extension id; None: not negotiated, packets go unstamped
+        self.extension_id: int | None = None
+        self.history = SendHistory()
+        self.estimator = BandwidthEstimator(2_500_000, clock=clock)
+        self.packets_stamped = 0
+        self.feedback_packets = 0
+        self.packets_acked = 0
+        self.packets_lost = 0
+        #: the packets the recent feedback reported on (send time, size, arrival)
+        self.results: collections.deque[PacketResult] = collections.deque(maxlen=2000)
+
+    @property
+    def estimate(self) -> int | None:
+        """The delay/loss-based estimate (bps) once feedback came, else None."""
+        return self.estimator.target if self.feedback_packets else None
+
+    def stamp(self, data: bytes) -> bytes:
+        if self.extension_id is None or len(data) < 12 or is_rtcp(data):
+            return data
+        sequence = self.history.next(self._clock(), len(data))
+        self.packets_stamped += 1
+        return add_transport_sequence(data, self.extension_id, sequence)
+
+    def on_rtcp(self, data: bytes) -> bytes:
+        """Take transport-cc feedback out of a compound RTCP packet; returns the rest
+        (aiortc would read an RTPFB FMT 15 as a NACK)."""
+        packets = split_compound(data)
+        if not any(_is_transport_feedback(p) for p in packets):
+            return data
+        rest = bytearray()
+        for packet in packets:
+            if not _is_transport_feedback(packet):
+                rest += packet
+                continue
+            try:
+                feedback = parse_feedback(packet)
+            except ValueError as exc:
+                logger.debug("bad transport-cc feedback from a subscriber: %s", exc)
+                continue
+            results = self.history.results(feedback)
+            self.feedback_packets += 1
+            if not results:
+                continue
+            self.results.extend(results)
+            lost = sum(1 for r in results if r.arrival is None)
+            self.packets_lost += lost
+            self.packets_acked += len(results) - lost
+            self.estimator.on_packet_results(results)
+        return bytes(rest)
+
+
+def _is_transport_feedback(packet: bytes) -> bool:
+    return len(packet) > 1 and packet[1] == 205 and packet[0] & 0x1F == 15

@@ -38,7 +38,7 @@ from pyee.asyncio import AsyncIOEventEmitter
 
 from ..rtc.transport import BundleTransport, parse_candidate
 from ..rtc.twcc import FeedbackRecorder
-from .forwarding import Egress, Ingress, IngressLayer
+from .forwarding import DownstreamCongestion, Egress, Ingress, IngressLayer
 from .rtp import parse_rtp
 from .sdp import (
     CODECS,
@@ -172,6 +172,9 @@ class ServerPeer(AsyncIOEventEmitter):
         #: transport-cc on the client's upstream: offered, and fed back every 100 ms
         self.transport_cc = transport_cc
         self._twcc = FeedbackRecorder() if transport_cc else None
+        #: transport-cc toward the client: forwarded packets stamped where its answer
+        #: kept the extension, its feedback read
+        self.downstream = DownstreamCongestion() if transport_cc else None
 
         self.mids: dict[str, str] = {}
         self.publications: list[Publication] = []
@@ -329,14 +332,15 @@ class ServerPeer(AsyncIOEventEmitter):
         section.stream_id = publication.connection_id
         section.track_id = publication.track_id
         section.cname = publication.connection_id
-        section.extensions = ()
+        section.extensions = self._twcc_extension()
+        section.transport_cc = self.transport_cc
         section.rids = ()
         section.fmtp = None
         egress = Egress(
             ingress=publication._ingress,
             ssrc=ssrc,
             payload_type=codec.payload_type,
-            send=self._transport.dtls.send_rtp,
+            send=self._send_downstream,
         )
         egress.want(self._rid_by_publisher.get(publication.connection_id, self._default_rid))
         self._subscriptions[section.mid] = _Subscription(publication, section, egress)
@@ -422,6 +426,12 @@ class ServerPeer(AsyncIOEventEmitter):
                 and media.port != 0
                 and media.direction in ("recvonly", "sendrecv")
             )
+            if accepted and self.downstream is not None and media is not None:
+                extension = next(
+                    (e.id for e in media.rtp.headerExtensions if e.uri == TRANSPORT_CC_URI), None
+                )
+                if extension is not None:
+                    self.downstream.extension_id = extension
             if accepted and not sub.egress.active:
                 sub.egress.attach()
                 sub.publication.request_keyframe(
@@ -579,7 +589,16 @@ class ServerPeer(AsyncIOEventEmitter):
         self._layer_by_ssrc[header.ssrc] = (ingress, layer)
         await ingress.handle_rtp(layer, data, header, arrival_ms)
 
+    async def _send_downstream(self, data: bytes) -> bool:
+        if self.downstream is not None:
+            data = self.downstream.stamp(data)
+        return await self._transport.dtls.send_rtp(data)
+
     async def _handle_rtcp(self, data: bytes) -> None:
+        if self.downstream is not None:
+            data = self.downstream.on_rtcp(data)
+            if not data:
+                return
         try:
             packets = RtcpPacket.parse(data)
         except ValueError:
@@ -705,6 +724,14 @@ class ServerPeer(AsyncIOEventEmitter):
                 "iceState": self._transport.ice.state,
             }
         ]
+        downstream = self.downstream
+        if downstream is not None and downstream.extension_id is not None:
+            # transport-cc toward this client (dev server extension, not W3C)
+            stats[0]["transportCcPacketsSent"] = downstream.packets_stamped
+            stats[0]["transportCcFeedbackReceived"] = downstream.feedback_packets
+            stats[0]["transportCcPacketsLost"] = downstream.packets_lost
+            if downstream.estimate is not None:
+                stats[0]["availableOutgoingBitrate"] = downstream.estimate
         for mid, ingress in self._own_ingress.items():
             for layer in ingress.layers.values():
                 if layer.ssrc is None:

@@ -149,3 +149,47 @@ def unwrap_rtx(data: bytes, header: RtpHeader) -> tuple[int, bytes] | None:
     if len(body) < 2:
         return None  # padding-only probe
     return struct.unpack_from("!H", body)[0], body[2:]
+
+
+# --- transport-wide congestion control -----------------------------------------
+
+
+def add_transport_sequence(data: bytes, extension_id: int, sequence: int) -> bytes:
+    """``data`` with a transport-wide sequence number (draft-holmer-rmcat-transport-
+    wide-cc-extensions-01) in a one-byte-header extension element ``extension_id``.
+
+    Forwarded packets carry no extensions (``rewrite_rtp``): the block is added;
+    where one exists, an element with this id is overwritten, else one is appended
+    to a one-byte-header block. Packets with another kind of block go out as they are.
+    """
+    first = data[0]
+    header_end = 12 + 4 * (first & 0x0F)
+    element = bytes([(extension_id << 4) | 1]) + (sequence & 0xFFFF).to_bytes(2, "big")
+    if not first & 0x10:
+        block = b"\xbe\xde\x00\x01" + element + b"\x00"
+        return bytes([first | 0x10]) + data[1:header_end] + block + data[header_end:]
+    profile, length = struct.unpack_from("!HH", data, header_end)
+    if profile != 0xBEDE:
+        return data
+    body_start = header_end + 4
+    body = bytearray(data[body_start : body_start + 4 * length])
+    pos = 0
+    while pos < len(body):
+        byte = body[pos]
+        if byte == 0:
+            pos += 1
+            continue
+        ext_id, size = byte >> 4, (byte & 0x0F) + 1
+        if ext_id == 15:
+            break
+        if ext_id == extension_id and size == 2:
+            body[pos + 1 : pos + 3] = element[1:]
+            return data[:body_start] + bytes(body) + data[body_start + 4 * length :]
+        pos += 1 + size
+    used = pos
+    body = body[:used] + element
+    body += b"\x00" * (-len(body) % 4)
+    out = bytearray(data[:header_end])
+    out += struct.pack("!HH", 0xBEDE, len(body) // 4) + body
+    out += data[body_start + 4 * length :]
+    return bytes(out)

@@ -95,7 +95,10 @@ class DevServerOptions:
     version: str = SORA_VERSION
     #: Offer transport-cc (header extension + ``a=rtcp-fb:* transport-cc``) on the
     #: clients' upstream m-lines and send transport-cc feedback for it, as Sora
-    #: does; off by default: REMB + receiver reports only.
+    #: does; on the downstream m-lines too: forwarded packets carry transport-wide
+    #: sequence numbers where the subscriber's answer kept the extension, and its
+    #: feedback is read (``ServerPeer.downstream``). Off by default: REMB + receiver
+    #: reports only.
     transport_cc: bool = False
     #: Media-plane factory with :class:`~.peer.ServerPeer`'s signature; tests of the
     #: control plane pass a fake. None means ``ServerPeer``.

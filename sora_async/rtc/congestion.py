@@ -64,8 +64,8 @@ OVERUSE_TIME = 0.010
 #: AIMD: decrease to this times the acknowledged rate; increase 8 % per second.
 BETA = 0.85
 INCREASE_PER_SECOND = 1.08
-#: Additive increase (bps per second) near the link's known capacity.
-NEAR_MAX_INCREASE = 5_000
+#: Additive increase near the link's known capacity: at least this (bps per second).
+NEAR_MAX_INCREASE = 4_000
 #: Acknowledged bit rate window (s).
 ACKED_WINDOW = 1.0
 #: Loss-based thresholds (``SendSideBandwidthEstimation``).
@@ -180,6 +180,16 @@ def _slope(points: Iterable[tuple[float, float]]) -> float:
     return numerator / denominator if denominator else 0.0
 
 
+def near_max_increase(rate: float, round_trip_time: float) -> float:
+    """Additive increase (bps per second) near the link's capacity, as libwebrtc's
+    ``GetNearMaxIncreaseRateBpsPerSecond``: about one packet of a 30 fps frame per
+    twice the response time (RTT + 100 ms), at least :data:`NEAR_MAX_INCREASE`."""
+    frame_bytes = rate / 30 / 8
+    packets = max(1.0, math.ceil(frame_bytes / 1200))
+    response_time = 2 * (round_trip_time + 0.1)
+    return max(float(NEAR_MAX_INCREASE), frame_bytes / packets * 8 / response_time)
+
+
 class BandwidthEstimator:
     """The target send bit rate of one transport (bps)."""
 
@@ -292,11 +302,14 @@ class BandwidthEstimator:
                 self._last_increase = now
             elapsed = min(now - self._last_increase, 1.0)
             capacity = self.link_capacity
-            if capacity is not None and rate > 1.1 * capacity:
-                self.link_capacity = capacity = None  # the link got faster: forget it
+            if capacity is not None and acked is not None and acked > 1.1 * capacity:
+                # the link carried more than its known capacity: it got faster, forget it
+                # (libwebrtc: throughput above the capacity's upper bound; the rate alone
+                # creeping past it is the additive increase probing the same link)
+                self.link_capacity = capacity = None
             if capacity is not None and rate >= 0.8 * capacity:
                 # near the known capacity: additive increase (AimdRateControl near max)
-                rate += NEAR_MAX_INCREASE * elapsed
+                rate += near_max_increase(rate, self.round_trip_time) * elapsed
             else:
                 rate *= INCREASE_PER_SECOND**elapsed
             if acked is not None:
@@ -320,6 +333,83 @@ class BandwidthEstimator:
         return int(min(max(min(candidates), self.min_bitrate), self.max_bitrate))
 
 
+#: libwebrtc's simulcast table (``kSimulcastFormats``): for a layer of at least this
+#: many pixels, its (min, target) bit rate in kbps; the max is the layer's own.
+SIMULCAST_LIMITS_KBPS = (
+    (1920 * 1080, 800, 4000),
+    (1280 * 720, 600, 2500),
+    (960 * 540, 350, 1200),
+    (640 * 360, 150, 500),
+    (480 * 270, 150, 350),
+    (320 * 180, 30, 150),
+    (0, 30, 150),
+)
+#: A suspended layer comes back only when its min bit rate fits this many times over
+#: (``SimulcastRateAllocator``'s ``kDefaultHysteresis``).
+SIMULCAST_HYSTERESIS = 1.2
+
+
+def simulcast_limits(width: int, height: int, max_bitrate: int) -> tuple[int, int, int]:
+    """(min, target, max) bit rate (bps) of a simulcast layer of this size."""
+    pixels = width * height
+    low, target = SIMULCAST_LIMITS_KBPS[-1][1:]
+    for minimum, min_kbps, target_kbps in SIMULCAST_LIMITS_KBPS:
+        if pixels >= minimum:
+            low, target = min_kbps * 1000, target_kbps * 1000
+            break
+    high = max(int(max_bitrate), 1)
+    return min(low, high), min(target, high), high
+
+
+def allocate_simulcast(
+    budget: int, limits: list[tuple[int, int, int]], enabled: list[bool]
+) -> list[int]:
+    """Split ``budget`` (bps) over simulcast layers, lowest first, as libwebrtc's
+    ``SimulcastRateAllocator``: each layer up to its target; a layer whose min bit
+    rate does not fit any more is turned off (0) with every layer above it (one that
+    is off needs its min x :data:`SIMULCAST_HYSTERESIS` to come back); the lowest
+    layer always runs, at its min at least; what is left goes to the highest layer
+    running, up to its max.
+
+    Example::
+
+        allocate_simulcast(400_000, [(30_000, 150_000, 200_000),
+                                     (150_000, 350_000, 450_000),
+                                     (350_000, 1_200_000, 1_200_000)], [True] * 3)
+        # [150000, 250000, 0]: r2 (min 350 kbps) does not fit
+    """
+    shares = [0] * len(limits)
+    left = int(budget)
+    top = -1
+    for index, (low, target, _high) in enumerate(limits):
+        if index == 0:
+            share = max(low, min(left, target))
+        else:
+            need = low if enabled[index] else int(low * SIMULCAST_HYSTERESIS)
+            if left < need:
+                break
+            share = min(left, target)
+        shares[index] = share
+        left = max(0, left - share)
+        top = index
+    if top >= 0 and left > 0:
+        extra = min(left, limits[top][2] - shares[top])
+        shares[top] += max(0, extra)
+    return shares
+
+
+def simulcast_padding(limits: list[tuple[int, int, int]]) -> int:
+    """The rate (bps) libwebrtc pads a simulcast sender up to (``CalculateMaxPadBitrateBps``
+    without ALR probing): the targets of the lower active layers plus the top one's min x
+    :data:`SIMULCAST_HYSTERESIS` (at most its target), what the top layer needs to come
+    back (:func:`allocate_simulcast`); 0 for one layer."""
+    if len(limits) < 2:
+        return 0
+    low, target, _ = limits[-1]
+    top = min(int(low * SIMULCAST_HYSTERESIS), target)
+    return sum(t for _, t, _ in limits[:-1]) + top
+
+
 class TransportCongestion:
     """Congestion control of one BUNDLE transport, as the peer uses it.
 
@@ -330,7 +420,9 @@ class TransportCongestion:
       (:meth:`on_report_loss`, used while no transport-cc feedback came) feed
       the :class:`BandwidthEstimator`;
     * receive side: :meth:`on_rtp` records transport sequence numbers and
-      :meth:`feedback` turns them into feedback packets (every ~100 ms).
+      :meth:`feedback` turns them into feedback packets (every ~100 ms);
+    * padding (:meth:`padding_due`): up to :attr:`padding_bitrate` within the
+      estimate, for simulcast senders with a layer turned off.
 
     :attr:`estimate` is None until a congestion signal arrived: until then the
     encoders keep their configured maximum bit rates (as before REMB).
@@ -350,6 +442,11 @@ class TransportCongestion:
         self.feedback_seen = False
         self._last_feedback = 0.0
         self.max_bitrate = 0
+        #: pad the video up to this rate (bps, never above the estimate); see :meth:`padding_due`
+        self.padding_bitrate = 0
+        self.padding_bytes_sent = 0
+        self._padding_budget = 0.0
+        self._padding_time: float | None = None
 
     # --- configuration ---------------------------------------------------------
 
@@ -379,6 +476,7 @@ class TransportCongestion:
         if is_rtcp(data):
             return data
         if paced:
+            self._padding_budget -= len(data)  # media fills the padding budget first
             await self.pacer.wait(len(data))
         if self.extension_id is None:
             return data
@@ -387,6 +485,35 @@ class TransportCongestion:
         if not stamp_transport_sequence(packet, self.extension_id, sequence):
             return data
         return bytes(packet)
+
+    # --- padding ---------------------------------------------------------------------
+
+    def padding_due(self) -> int:
+        """Bytes of padding to send now (libwebrtc's pacer padding budget).
+
+        libwebrtc pads a simulcast sender up to the targets of its lower layers plus
+        1.2 x the top layer's min bit rate (``CalculateMaxPadBitrateBps``), within the
+        estimate: with an upper layer turned off, the media alone would cap the
+        estimate at 1.5 x what it carries (the delay-based increase is bounded by
+        the acknowledged rate), and the layer could never come back. The peer sets
+        :attr:`padding_bitrate`; media packets fill the budget before padding does.
+        """
+        now = self._clock()
+        last, self._padding_time = self._padding_time, now
+        estimate = self.estimate
+        rate = min(self.padding_bitrate, estimate) if estimate is not None else 0
+        if rate <= 0 or last is None:
+            self._padding_budget = 0.0
+            return 0
+        per_second = rate / 8
+        budget = self._padding_budget + per_second * min(now - last, 0.1)
+        # at most 100 ms ahead, at most 500 ms of media over the rate carried along
+        self._padding_budget = min(max(budget, -0.5 * per_second), 0.1 * per_second)
+        return int(self._padding_budget) if self._padding_budget > 0 else 0
+
+    def padding_sent(self, size: int) -> None:
+        """A padding packet of ``size`` bytes left (:meth:`prepare` took it off the budget)."""
+        self.padding_bytes_sent += size
 
     def on_rtcp(self, data: bytes) -> bytes:
         """Take the transport-cc feedback out of a compound RTCP packet; returns the rest."""
@@ -451,4 +578,12 @@ def _is_feedback(packet: bytes) -> bool:
     return len(packet) > 1 and packet[1] == 205 and packet[0] & 0x1F == 15
 
 
-__all__ = ["BandwidthEstimator", "TransportCongestion", "TrendlineDetector", "Usage"]
+__all__ = [
+    "BandwidthEstimator",
+    "TransportCongestion",
+    "TrendlineDetector",
+    "Usage",
+    "allocate_simulcast",
+    "simulcast_limits",
+    "simulcast_padding",
+]

@@ -12,16 +12,21 @@ After libwebrtc's ``VideoStreamAdapter`` + ``BalancedDegradationSettings`` +
   five seconds up:
 
   - ``MAINTAIN_FRAMERATE``: the resolution steps down by 3/5 of the pixels
-    (``GetLowerResolutionThan``), never below 320x180; frames are not dropped;
+    (``GetLowerResolutionThan``), never below 320x180; no frame-rate cap;
   - ``MAINTAIN_RESOLUTION``: the frame rate is capped (down to 2 fps);
   - ``BALANCED``: the frame rate goes down to the balanced table's rate for the
     resolution (7 fps up to 320x240, 10 up to 480x360, 15 up to 640x480, no
     limit above), then the resolution, whose new table rate applies at once;
   - ``DISABLED``: neither; the frame dropper alone keeps the rate.
 
-* a frame dropper (every preference but ``MAINTAIN_FRAMERATE``): a leaky
-  bucket of the encoded bits against the target; while it holds more than half
-  a second of the target, source frames are dropped before the encoder.
+* a frame dropper (:class:`FrameDropper`, libwebrtc's media-optimization
+  ``FrameDropper``) for every preference, ``DISABLED`` included: in libwebrtc
+  ``DISABLED`` turns off the resolution / frame-rate adaptation, not the
+  dropper that holds the target when the encoder overshoots it. A leaky bucket
+  of the encoded sizes (key frames and unusually large delta frames spread
+  over several frames) leaks the target per frame; above half a second of the
+  target the drop ratio rises and source frames are dropped before the
+  encoder, in an even pattern.
 """
 
 from __future__ import annotations
@@ -50,8 +55,14 @@ UP_INTERVAL = 5.0
 UP_MARGIN = 1.3
 CPU_HIGH = 0.85
 CPU_LOW = 0.5
-#: The frame dropper holds at most this many seconds of the target.
+#: The frame dropper's bucket: this many seconds of the target before it drops
+#: (libwebrtc ``kLeakyBucketSizeSeconds``), capped at 3 s (``kAccumulatorCapBufferSizeSecs``).
 DROPPER_WINDOW = 0.5
+DROPPER_CAP = 3.0
+#: A delta frame this many times the average delta frame is spread like a key frame.
+LARGE_DELTA_FACTOR = 3.0
+#: At most this many seconds of consecutive drops (``kDefaultMaxDropDurationSecs``).
+MAX_DROP_SECONDS = 4.0
 
 
 def min_start_bitrate(pixels: int) -> int:
@@ -66,6 +77,146 @@ def balanced_fps(pixels: int) -> float | None:
         if pixels <= limit:
             return fps
     return None
+
+
+class _ExpFilter:
+    """libwebrtc ``rtc::ExpFilter``: ``y = a**exp * y + (1 - a**exp) * sample``."""
+
+    def __init__(self, alpha: float, value: float | None = None) -> None:
+        self.alpha = alpha
+        self.value = value
+
+    def apply(self, exp: float, sample: float) -> float:
+        if self.value is None:
+            self.value = sample
+        else:
+            factor = self.alpha if exp == 1.0 else self.alpha**exp
+            self.value = factor * self.value + (1 - factor) * sample
+        return self.value
+
+    @property
+    def filtered(self) -> float:
+        return -1.0 if self.value is None else self.value
+
+
+class FrameDropper:
+    """libwebrtc's media-optimization ``FrameDropper`` (``frame_dropper.cc``).
+
+    :meth:`fill` with each encoded frame's size, :meth:`leak` once per source
+    frame that reaches the dropper, then :meth:`drop_frame` says whether that
+    frame is dropped. Rates are bits per second (libwebrtc counts kbit).
+
+    Example::
+
+        dropper = FrameDropper()
+        dropper.set_rates(300_000, 30.0)
+        dropper.leak(30.0)
+        if not dropper.drop_frame():
+            dropper.fill(len(encoded), delta_frame=True)
+    """
+
+    def __init__(self) -> None:
+        self.accumulator = 0.0
+        self.accumulator_max = 300_000 * DROPPER_WINDOW
+        self.target = 300_000.0
+        self.incoming_fps = 30.0
+        self._key_frame_ratio = _ExpFilter(0.99, 1 / 300)
+        self._delta_size = _ExpFilter(0.9)
+        self._drop_ratio = _ExpFilter(0.9, 0.0)
+        self._large_count = 0
+        self._large_chunk = 0.0
+        self._large_spread = 0.5 * 30.0
+        self._drop_next = False
+        self._drop_count = 0
+        self._was_below_max = True
+
+    def set_rates(self, bitrate: float, incoming_fps: float) -> None:
+        if bitrate <= 0:
+            return
+        self.accumulator_max = bitrate * DROPPER_WINDOW
+        if bitrate < self.target and self.accumulator > self.accumulator_max:
+            self.accumulator *= bitrate / self.target  # the bucket shrinks with the target
+        self.target = float(bitrate)
+        self._cap()
+        if incoming_fps > 0:
+            self.incoming_fps = incoming_fps
+
+    def fill(self, size_bytes: int, delta_frame: bool) -> None:
+        bits = 8.0 * size_bytes
+        if not delta_frame:
+            self._key_frame_ratio.apply(1.0, 1.0)
+            if self._large_count == 0:
+                ratio = self._key_frame_ratio.filtered
+                if ratio > 1e-5 and 1 / ratio < self._large_spread:
+                    self._large_count = int(1 / ratio + 0.5)
+                else:
+                    self._large_count = int(self._large_spread + 0.5)
+                self._large_count = max(1, self._large_count)
+                self._large_chunk = bits / self._large_count
+                bits = 0.0
+        else:
+            average = self._delta_size.filtered
+            if average != -1.0 and bits > LARGE_DELTA_FACTOR * average and self._large_count == 0:
+                self._large_count = max(1, int(self._large_spread + 0.5))
+                self._large_chunk = bits / self._large_count
+                bits = 0.0
+            else:
+                self._delta_size.apply(1.0, bits)
+            self._key_frame_ratio.apply(1.0, 0.0)
+        self.accumulator += bits
+        self._cap()
+
+    def leak(self, input_fps: float) -> None:
+        if input_fps < 1:
+            return
+        self._large_spread = max(0.5 * input_fps, 5.0)
+        expected = self.target / input_fps
+        if self._large_count > 0:
+            expected -= self._large_chunk
+            self._large_count -= 1
+        self.accumulator = max(0.0, self.accumulator - expected)
+        self._update_ratio()
+
+    def _update_ratio(self) -> None:
+        ratio = self._drop_ratio
+        ratio.alpha = 0.8 if self.accumulator > 1.3 * self.accumulator_max else 0.9
+        if self.accumulator > self.accumulator_max:
+            if self._was_below_max:
+                self._drop_next = True
+            ratio.apply(1.0, 1.0)
+            ratio.alpha = 0.9
+        else:
+            ratio.apply(1.0, 0.0)
+        self._was_below_max = self.accumulator < self.accumulator_max
+
+    def drop_frame(self) -> bool:
+        if self._drop_next:
+            self._drop_next = False
+            self._drop_count = 0
+        ratio = self._drop_ratio.filtered
+        if ratio >= 0.5:  # drops per kept frame
+            limit = int(1.0 / max(1.0 - ratio, 1e-5) - 1.0 + 0.5)
+            limit = min(limit, int(self.incoming_fps * MAX_DROP_SECONDS))
+            self._drop_count = abs(self._drop_count)
+            if self._drop_count < limit:
+                self._drop_count += 1
+                return True
+            self._drop_count = 0
+            return False
+        if 0.0 < ratio < 0.5:  # kept frames per drop
+            limit = -int(1.0 / max(ratio, 1e-5) - 1.0 + 0.5)
+            self._drop_count = -abs(self._drop_count)
+            if self._drop_count > limit:
+                dropped = self._drop_count == 0
+                self._drop_count -= 1
+                return dropped
+            self._drop_count = 0
+            return False
+        self._drop_count = 0
+        return False
+
+    def _cap(self) -> None:
+        self.accumulator = min(self.accumulator, self.target * DROPPER_CAP)
 
 
 class DegradationAdapter:
@@ -92,8 +243,7 @@ class DegradationAdapter:
         self._last_down = -1e9
         self._last_up = -1e9
         self._good_since: float | None = None
-        self._bucket = 0.0
-        self._bucket_time: float | None = None
+        self.dropper = FrameDropper()
         self._last_accept = -1e9
         self.adaptations = 0
         self.frames_dropped = 0
@@ -107,8 +257,10 @@ class DegradationAdapter:
         self.source_pixels = width * height
         self.source_fps = fps
 
-    def on_encoded(self, size_bytes: int, encode_time: float) -> None:
-        self._bucket += size_bytes * 8
+    def on_encoded(self, size_bytes: int, encode_time: float, *, keyframe: bool = False) -> None:
+        """An encoded frame's size (0: the encoder dropped it) and encode time."""
+        if size_bytes > 0:
+            self.dropper.fill(size_bytes, delta_frame=not keyframe)
         ewma = self._encode_ewma
         self._encode_ewma = 0.9 * ewma + 0.1 * encode_time if ewma else encode_time
 
@@ -129,22 +281,16 @@ class DegradationAdapter:
         if self.fps_cap is not None and now - self._last_accept < 0.9 / self.fps_cap:
             self.frames_dropped += 1
             return False
-        if self._dropper_full(now):
-            self.frames_dropped += 1
-            return False
+        if self.target > 0:
+            # libwebrtc VideoStreamEncoder: SetRates on rate updates, Leak per frame
+            # at the input frame rate (after the adaptation's cap), then DropFrame
+            self.dropper.set_rates(self.target, self.fps)
+            self.dropper.leak(self.fps)
+            if self.dropper.drop_frame():
+                self.frames_dropped += 1
+                return False
         self._last_accept = now
         return True
-
-    # --- the frame dropper ----------------------------------------------------------------
-
-    def _dropper_full(self, now: float) -> bool:
-        if self.preference == DegradationPreference.MAINTAIN_FRAMERATE or self.target <= 0:
-            self._bucket_time = now
-            return False
-        if self._bucket_time is not None:
-            self._bucket = max(0.0, self._bucket - self.target * (now - self._bucket_time))
-        self._bucket_time = now
-        return self._bucket > self.target * DROPPER_WINDOW
 
     # --- adaptation --------------------------------------------------------------------
 
@@ -270,4 +416,4 @@ class DegradationAdapter:
         self.adaptations += 1
 
 
-__all__ = ["DegradationAdapter", "balanced_fps", "min_start_bitrate"]
+__all__ = ["DegradationAdapter", "FrameDropper", "balanced_fps", "min_start_bitrate"]

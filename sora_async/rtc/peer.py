@@ -68,7 +68,7 @@ from ..hwaccel.types import VideoCodecImplementation, VideoCodecType
 from ..transform import send_hook
 from . import stats as rtc_stats
 from ._workers import random_ssrc
-from .congestion import TransportCongestion
+from .congestion import TransportCongestion, simulcast_limits, simulcast_padding
 from .receiver import FrameTransform, RemoteTrack, RtpReceiver
 from .sdp import (
     EXT_TRANSPORT_CC,
@@ -91,6 +91,9 @@ logger = logging.getLogger("sora_async.rtc")
 
 #: How often receivers repeat NACKs / key-frame requests, and how often RTCP reports go out.
 TICK_INTERVAL = 0.05
+#: Padding is sent in bursts this often, in packets of at least this many bytes.
+PADDING_INTERVAL = 0.02
+PADDING_MIN_BYTES = 100
 REPORT_INTERVAL = 1.0
 #: Silence on the transport (not even an ICE consent check; both sides send one
 #: every 4-6 s, RFC 7675) after which the session counts as failed. libwebrtc
@@ -252,6 +255,7 @@ class RtcPeer(AsyncIOEventEmitter):
             answer = self._answer(offer)
             self._start_transport(offer)
             self._rtcp_task = asyncio.ensure_future(self._rtcp_loop())
+            self._spawn(self._padding_loop())
             return answer
 
     async def apply_reoffer(self, offer_sdp: str) -> str:
@@ -839,6 +843,25 @@ class RtcPeer(AsyncIOEventEmitter):
                 last_report = now
                 await self._send_reports()
 
+    async def _padding_loop(self) -> None:
+        """Padding-only RTX packets while the video sends less than the transport's
+        padding rate (simulcast with a layer off: see ``TransportCongestion.padding_due``)."""
+        congestion = self.congestion
+        while not self._closed:
+            await asyncio.sleep(PADDING_INTERVAL)
+            due = congestion.padding_due()
+            if self.connection_state != "connected":
+                continue
+            for sender in self.senders:
+                while due >= PADDING_MIN_BYTES and not self._closed:
+                    packet = sender.padding_packet(due)
+                    if packet is None:
+                        break
+                    if not await self._send_packet(packet):
+                        break
+                    congestion.padding_sent(len(packet))
+                    due -= len(packet)
+
     def _sdes(self, ssrc: int) -> bytes:
         cname = self._cname.encode()
         return bytes(RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=ssrc, items=[(1, cname)])]))
@@ -860,6 +883,20 @@ class RtcPeer(AsyncIOEventEmitter):
         video = [s for s in senders if s.kind == "video"]
         video_max = sum(layer.max_bitrate for s in video for layer in s.layers if layer.active)
         self.congestion.configure(audio + video_max)
+        self.congestion.padding_bitrate = sum(
+            simulcast_padding(
+                [
+                    simulcast_limits(
+                        *layer.params.size_for(s.source_width or 640, s.source_height or 360),
+                        layer.max_bitrate,
+                    )
+                    for layer in s.layers
+                    if layer.active
+                ]
+            )
+            for s in video
+            if s.simulcast
+        )
         estimate = self.congestion.estimate
         if estimate is None or not video:
             return

@@ -13,7 +13,8 @@ per layer and a key-frame request for one layer does not touch the others.
 Per layer, frame by frame::
 
     source.recv() ─► mailbox (newest wins) ─► scale + encode on the codec pool
-      ─► EncodedFrame ─► transform hook (identity unless set) ─► packetize
+      ─► EncodedFrame ─► transform pipeline (issue 7, when set: frames in flight,
+         results in order) ─► packetize
       ─► RTP (marker, timestamp, sequence, MID/RID/abs-send-time/audio level)
       ─► history (for NACK → RTX) ─► SRTP
 
@@ -60,7 +61,9 @@ from av.video.reformatter import VideoReformatter
 from ..codecs.base import EncodedFrame, Encoder, Packetizer
 from ..codecs.registry import create_packetizer
 from ..enums import DegradationPreference
+from ..transform import TransformPipeline
 from ._workers import CodecJobs, Mailbox, random_ssrc
+from .congestion import allocate_simulcast, simulcast_limits
 from .degradation import DegradationAdapter
 from .sdp import (
     EXT_ABS_SEND_TIME,
@@ -82,6 +85,8 @@ SendPacket = Callable[[bytes], Awaitable[bool]]
 #: preference, the negotiated fmtp and the bit rates.
 EncoderFactory = Callable[[NegotiatedCodec, "SendLayer"], Encoder]
 
+#: Packed RGB formats no encoder takes: converted to I420 before encoding.
+_RGB_FORMATS = frozenset({"bgr24", "rgb24", "bgra", "rgba", "argb", "abgr", "bgr0", "rgb0"})
 #: RTP payload budget: 1200 bytes keeps SRTP + IP/UDP + TURN under common MTUs.
 MAX_PAYLOAD_SIZE = 1200
 #: Retransmission history per layer: ~1 s of 3 Mbps video.
@@ -300,6 +305,8 @@ class SendLayer:
         self.quality = _QualityLimitation()
         #: ``degradation_preference`` adaptation (issue 6), single-stream video only
         self.adapter: DegradationAdapter | None = None
+        #: turned off by the simulcast rate allocation: its min bit rate does not fit
+        self.suspended = False
         self.remote = RemoteReport()
         self.remote_received = False
         # sender report bookkeeping
@@ -324,10 +331,15 @@ class SendLayer:
             width, height = self.params.size_for(frame.width, frame.height)
             if self.adapter is not None:
                 width, height = self.adapter.limit_size(width, height)
-            if (width, height) != (frame.width, frame.height):
+            # RGB frames (a VideoSource hands its BGR pixels over unconverted) are
+            # converted here, with this layer's scaling, in one libswscale pass.
+            target_format = "yuv420p" if frame.format.name in _RGB_FORMATS else None
+            if (width, height) != (frame.width, frame.height) or target_format:
                 # A reformatter of our own: PyAV caches one per frame, and the
                 # layers of a simulcast sender scale the same frame in parallel.
-                frame = self.reformatter.reformat(frame, width=width, height=height)
+                frame = self.reformatter.reformat(
+                    frame, width=width, height=height, format=target_format, threads=1
+                )
             elif len(self.sender.layers) > 1:
                 # Encoders write pts/pict_type into the frame: other layers share it.
                 frame = copy_video_frame(frame)
@@ -337,6 +349,20 @@ class SendLayer:
         self.total_encode_time += elapsed
         self.encode_time_ewma = 0.9 * self.encode_time_ewma + 0.1 * elapsed
         return encoded
+
+    def input_framerate(self) -> float | None:
+        """The rate frames reach this layer's encoder at before any frame dropping:
+        the source's (over the last second, once a second of frames came), capped by
+        ``maxFramerate`` and the adaptation (libwebrtc ``GetInputFramerateFps``)."""
+        sender = self.sender
+        fps = sender.source_fps.rate
+        if fps < 1 or sender.source_frames <= fps:
+            return None
+        if self.params.max_framerate:
+            fps = min(fps, self.params.max_framerate)
+        if self.adapter is not None and self.adapter.fps_cap is not None:
+            fps = min(fps, self.adapter.fps_cap)
+        return fps
 
     def apply_target_bitrate(self, bitrate: int) -> None:
         """Set the encoder's target in place (REMB); tracks bandwidth limitation."""
@@ -479,6 +505,8 @@ class RtpSender:
         self.cname = cname
         self.stream_id = ""
         self.transform = transform
+        #: issue 7: per layer, the frames in the transform, forwarded in order
+        self._transforms: dict[SendLayer, TransformPipeline[SendLayer]] = {}
         self._send = send
         self._encoder_factory = encoder_factory
         self._max_bitrate = max_bitrate
@@ -546,6 +574,10 @@ class RtpSender:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        transforms = list(self._transforms.values())
+        self._transforms.clear()
+        for pipeline in transforms:
+            await pipeline.close()  # frames still in the transform are dropped
         for layer in self.layers:
             await layer.jobs.drain()  # an encode may still run on the pool
             if layer.encoder is not None:
@@ -619,10 +651,15 @@ class RtpSender:
     # --- media ----------------------------------------------------------------------
 
     async def _pump(self) -> None:
+        # A sora_async VideoSource can skip its own I420 conversion: the layers
+        # convert on the codec pool (SendLayer.encode), one thread hop less.
+        recv = getattr(self.source, "_recv_unconverted", None)
+        if not callable(recv):
+            recv = self.source.recv
         try:
             while True:
                 try:
-                    item = await self.source.recv()
+                    item = await recv()
                 except MediaStreamError:
                     return
                 now = time.monotonic()
@@ -630,7 +667,7 @@ class RtpSender:
                 # Pre-encoded packets have one size: they go out on the first layer.
                 layers = self.layers[:1] if isinstance(item, av.Packet) else self.layers
                 for layer in layers:
-                    if not layer.active:
+                    if not layer.active or layer.suspended:
                         continue
                     cap = layer.params.max_framerate
                     if cap and isinstance(item, av.VideoFrame):
@@ -680,6 +717,9 @@ class RtpSender:
                 else:
                     force, layer.force_keyframe = layer.force_keyframe, False
                     encode_time = layer.total_encode_time
+                    if layer.encoder is not None and self.kind == "video":
+                        # read here, on the loop: the source's rate window is not thread-safe
+                        layer.encoder.input_framerate = layer.input_framerate()
                     try:
                         frames = await layer.jobs.run(layer.encode, item, force)
                     except Exception as exc:
@@ -691,6 +731,7 @@ class RtpSender:
                         layer.adapter.on_encoded(
                             sum(len(f.data) for f in frames),
                             layer.total_encode_time - encode_time,
+                            keyframe=any(f.is_keyframe for f in frames),
                         )
                 for frame in frames:
                     await self._send_frame(layer, frame)
@@ -724,14 +765,32 @@ class RtpSender:
                     if layer.frame_width:
                         layer.quality.resolution_changes += 1
                     layer.frame_width, layer.frame_height = frame.width, frame.height
-        if self.transform is not None:
-            if self.kind == "audio" and frame.audio_level is None:  # issue 7: frame metadata
+        if self.transform is not None or layer in self._transforms:
+            self._submit_transform(layer, frame)
+            return
+        await self._packetize(frame, layer)
+
+    def _submit_transform(self, layer: SendLayer, frame: EncodedFrame) -> None:
+        """Issue 7: hand the frame to the layer's transform pipeline (never waits); the
+        pipeline packetizes the results in order."""
+        if self.kind == "audio":  # the frame facts libwebrtc gives an audio transform
+            if frame.audio_level is None:
                 linear = self.source_audio_level
                 frame.audio_level = int(-20 * math.log10(linear)) if linear > 0 else 127
-            transformed = await self.transform(frame)
-            if transformed is None:
-                return
-            frame = transformed
+            frame.codec_specific.setdefault(
+                "absolute_capture_timestamp", time.monotonic_ns() // 1_000_000
+            )
+        pipeline = self._transforms.get(layer)
+        if pipeline is None:
+            pipeline = self._transforms[layer] = TransformPipeline(
+                self.kind, self._packetize, name=f"mid {self.mid} {layer.rid or ''}".rstrip()
+            )
+        if not pipeline.submit(self.transform, frame, layer):
+            layer.frames_dropped += 1
+        if pipeline.wants_keyframe:
+            layer.force_keyframe = True
+
+    async def _packetize(self, frame: EncodedFrame, layer: SendLayer) -> None:
         assert layer.packetizer is not None
         try:
             payloads = layer.packetizer.packetize(frame, MAX_PAYLOAD_SIZE)
@@ -834,6 +893,36 @@ class RtpSender:
                 self._remb = bitrate
                 self._apply_bitrates()
 
+    def padding_packet(self, size: int) -> bytes | None:
+        """A padding-only RTX packet (up to 255 bytes of padding, as libwebrtc's
+        ``GeneratePadding``) on the RTX stream of the highest running layer, for the
+        transport's padding (issue 6); None without RTX or before any media."""
+        if self.kind != "video" or self.codec.rtx_payload_type is None:
+            return None
+        layer = next(
+            (
+                x
+                for x in reversed(self.layers)
+                if x.active
+                and not x.suspended
+                and x.rtx_ssrc is not None
+                and x.last_rtp_timestamp is not None
+            ),
+            None,
+        )
+        if layer is None or layer.rtx_ssrc is None or layer.last_rtp_timestamp is None:
+            return None
+        packet = RtpPacket(
+            payload_type=self.codec.rtx_payload_type,
+            sequence_number=layer.rtx_sequence,
+            timestamp=layer.last_rtp_timestamp,
+            ssrc=layer.rtx_ssrc,
+        )
+        layer.rtx_sequence = (layer.rtx_sequence + 1) & 0xFFFF
+        packet.padding_size = max(1, min(255, size))
+        self._set_extensions(packet, layer.rid, repaired=True, audio_level=None)
+        return packet.serialize(self._extensions_map)
+
     async def _retransmit(self, layer: SendLayer, sequence: int) -> None:
         original = layer.history.get(sequence)
         if original is None:
@@ -855,9 +944,12 @@ class RtpSender:
             layer.retransmitted_bytes_sent += len(original.payload)
 
     def _apply_bitrates(self) -> None:
-        """Split the REMB estimate over the active layers, lowest first (as libwebrtc)."""
+        """Split the estimate over the active layers, lowest first (as libwebrtc)."""
         active = [layer for layer in self.layers if layer.active]
         budget = self._remb
+        if self.simulcast and self.kind == "video" and budget is not None and active:
+            self._allocate_simulcast(active, budget)
+            return
         for layer in self.layers:
             if not layer.active:
                 continue
@@ -868,6 +960,30 @@ class RtpSender:
             share = min(share, layer.max_bitrate)
             layer.apply_target_bitrate(max(share, 30_000))
             budget = max(0, budget - share)
+
+    def _allocate_simulcast(self, active: list[SendLayer], budget: int) -> None:
+        """libwebrtc's ``SimulcastRateAllocator``: layers whose min bit rate no longer
+        fits are turned off, highest first, rather than scaled (issue 6); a layer that
+        comes back starts with a key frame (``LibvpxVp8Encoder::SetRates``)."""
+        width, height = self.source_width or 640, self.source_height or 360
+        limits = [
+            simulcast_limits(*layer.params.size_for(width, height), layer.max_bitrate)
+            for layer in active
+        ]
+        shares = allocate_simulcast(budget, limits, [not layer.suspended for layer in active])
+        for layer, share in zip(active, shares, strict=True):
+            if share <= 0:
+                if not layer.suspended:
+                    layer.suspended = True
+                    logger.info("mid %s: layer %s off (%d bps)", self.mid, layer.rid, budget)
+                if layer.quality.reason != "bandwidth":
+                    layer.quality.set("bandwidth")
+                continue
+            if layer.suspended:
+                layer.suspended = False
+                layer.force_keyframe = True
+                logger.info("mid %s: layer %s back on (%d bps)", self.mid, layer.rid, budget)
+            layer.apply_target_bitrate(share)
 
     def set_degradation_preference(self, preference: Any) -> None:
         """``degradation_preference`` (a :class:`~sora_async.DegradationPreference`, its

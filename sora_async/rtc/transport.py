@@ -236,6 +236,7 @@ class BundleTransport:
             self.turn_errors[server.url] = why = _turn_error(error)
             logger.warning("no relay candidate from %s: %s", server.url, why)
         seam.watch_ice_activity(self.ice, self._on_datagram)
+        seam.enlarge_receive_buffers(self.ice)
         if self._relay_only and not self.local_candidates:
             problems = "; ".join(f"{url}: {why}" for url, why in self.turn_errors.items())
             raise ConnectionError(

@@ -1,0 +1,309 @@
+"""Results to a Markdown table: medians per client, the ratio, the PyAV floor, the targets.
+
+A *measurement* is one worker run: ``{"scenario", "case", "client", "rep",
+"metrics": {name: value}}`` (what ``bench/run.py --json`` saves). :func:`rows`
+takes the median of every metric per (scenario, case, client) and
+:func:`markdown` prints them with ``sora_async / sora_sdk`` and, where a
+scenario has one, the raw PyAV cost floor.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+SDK, ASYNC, PYAV = "sora_sdk", "sora_async", "pyav"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One row kind: the metric key in the workers' results and how to show and judge it."""
+
+    key: str
+    label: str
+    fmt: str = "{:.1f}"
+    #: ``"ratio<=X"``: sora_async / sora_sdk at most X; ``"ratio>=X"``; ``"abs<=X"``:
+    #: sora_async's value at most X; ``"delta<=X"``: at most sora_sdk's + X; "" none.
+    target: str = ""
+    #: Metric of the PyAV floor measurement (same case) to compare sora_async with.
+    floor: str = ""
+
+
+#: The rows of each scenario, in order.
+METRICS: dict[str, tuple[Metric, ...]] = {
+    "sendonly": (
+        Metric("cpu_pct", "CPU %", target="ratio<=1.0"),
+        Metric("cpu_ms_per_frame", "CPU ms per frame sent", "{:.2f}", floor="enc_ms"),
+        Metric("fps", "fps sent"),
+        Metric("kbps", "kbit/s sent", "{:.0f}"),
+    ),
+    "recvonly": (
+        Metric("cpu_pct", "CPU %", target="ratio<=1.0"),
+        Metric("cpu_ms_per_frame", "CPU ms per frame delivered", "{:.2f}", floor="dec_ms"),
+        Metric("fps", "fps delivered (BGR)"),
+        Metric("latency_p50_ms", "capture→delivery p50 ms", target="delta<=20"),
+        Metric("latency_p90_ms", "capture→delivery p90 ms"),
+    ),
+    "audio": (
+        Metric("cpu_pct", "CPU % (per process)", target="ratio<=1.0"),
+        Metric("m2e_p50_ms", "mouth-to-ear p50 ms"),
+        Metric("m2e_p90_ms", "mouth-to-ear p90 ms"),
+    ),
+    "connect": (
+        Metric("connect_p50_ms", "connect p50 ms", "{:.0f}", target="ratio<=1.0"),
+        Metric("disconnect_p50_ms", "disconnect p50 ms", "{:.0f}", target="ratio<=1.0"),
+    ),
+    "messaging": (
+        Metric("msgs_per_s", "messages/s", "{:.0f}", target="ratio>=1.0"),
+        Metric("mb_per_s", "MB/s", "{:.2f}", target="ratio>=1.0"),
+        Metric("p50_ms", "one-way p50 ms", "{:.2f}", target="abs<=5"),
+        Metric("p99_ms", "one-way p99 ms", "{:.2f}"),
+    ),
+    "scale": (
+        Metric("cpu_pct", "CPU %"),
+        Metric("rss_mb", "RSS MB", "{:.0f}"),
+        Metric("min_fps", "slowest connection fps"),
+        Metric("ok", "connections ≥ 25 fps", "{:.0f}"),
+    ),
+    "raw": (
+        Metric("enc_cpu_pct", "encode CPU % at 30 fps"),
+        Metric("dec_cpu_pct", "decode+BGR CPU % at 30 fps"),
+        Metric("enc_ms", "encode ms/frame", "{:.2f}"),
+        Metric("dec_ms", "decode+BGR ms/frame", "{:.2f}"),
+        Metric("kbps", "kbit/s", "{:.0f}"),
+    ),
+}
+
+#: Overhead of sora_async above the PyAV floor that the targets allow.
+FLOOR_OVERHEAD_TARGET = 0.25
+
+
+def median(values: Iterable[float | None]) -> float | None:
+    numbers = [float(v) for v in values if isinstance(v, int | float)]
+    return statistics.median(numbers) if numbers else None
+
+
+def derived(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The worker's metrics plus CPU time per frame (CPU % alone hides a lower frame rate)."""
+    out = dict(metrics)
+    cpu, fps = metrics.get("cpu_pct"), metrics.get("fps")
+    if isinstance(cpu, int | float) and isinstance(fps, int | float) and fps > 0:
+        out["cpu_ms_per_frame"] = 10 * cpu / fps  # (cpu / 100) s per s * 1000 / fps
+    return out
+
+
+def medians(measurements: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, str, str], float]:
+    """(scenario, case, client, metric) -> median over repetitions."""
+    grouped: dict[tuple[str, str, str, str], list[float | None]] = {}
+    for m in measurements:
+        for name, value in derived(m.get("metrics", {})).items():
+            key = (m["scenario"], m["case"], m["client"], name)
+            grouped.setdefault(key, []).append(value)
+    out: dict[tuple[str, str, str, str], float] = {}
+    for key, values in grouped.items():
+        med = median(values)
+        if med is not None:
+            out[key] = med
+    return out
+
+
+def judge(metric: Metric, sdk: float | None, ours: float | None) -> str:
+    """ "ok"/"miss" against the metric's target, "" when there is none or no data."""
+    if not metric.target or ours is None:
+        return ""
+    kind, _, limit_text = metric.target.partition("<=")
+    op = "<="
+    if not limit_text:
+        kind, _, limit_text = metric.target.partition(">=")
+        op = ">="
+    limit = float(limit_text)
+    if kind == "abs":
+        value = ours
+    elif sdk is None:
+        return ""
+    elif kind == "delta":
+        value = ours - sdk
+    else:
+        if sdk == 0:
+            return ""
+        value = ours / sdk
+    passed = value <= limit if op == "<=" else value >= limit
+    return "ok" if passed else "miss"
+
+
+def target_text(metric: Metric) -> str:
+    if not metric.target:
+        return ""
+    kind, sep, limit = metric.target.partition("<=")
+    op = "≤" if sep else "≥"
+    if not sep:
+        kind, _, limit = metric.target.partition(">=")
+    if kind == "ratio":
+        return f"ratio {op} {limit}x"
+    if kind == "delta":
+        return f"{op} official + {limit}"
+    return f"{op} {limit}"
+
+
+def _fmt(metric: Metric, value: float | None) -> str:
+    return "–" if value is None else metric.fmt.format(value)
+
+
+def rows(measurements: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """Table rows, one per (scenario, case, metric), in the columns of :data:`HEADER`."""
+    table = medians(measurements)
+    cases: dict[str, list[str]] = {}
+    for m in measurements:
+        seen = cases.setdefault(m["scenario"], [])
+        if m["case"] not in seen:
+            seen.append(m["case"])
+    out: list[list[str]] = []
+    for scenario, metrics in METRICS.items():
+        for case in cases.get(scenario, []):
+            for metric in metrics:
+                if scenario == "raw":
+                    value = table.get((scenario, case, PYAV, metric.key))
+                    if value is None:
+                        continue
+                    out.append([scenario, case, metric.label, "", "", "", _fmt(metric, value)])
+                    out[-1] += ["", ""]
+                    continue
+                sdk = table.get((scenario, case, SDK, metric.key))
+                ours = table.get((scenario, case, ASYNC, metric.key))
+                if sdk is None and ours is None:
+                    continue
+                ratio = f"{ours / sdk:.2f}x" if sdk and ours is not None else "–"
+                floor_text = over = ""
+                if metric.floor:
+                    floor = table.get(("raw", case, PYAV, metric.floor))
+                    if floor is not None:
+                        floor_text = _fmt(metric, floor)
+                        if ours is not None and floor > 0:
+                            overhead = ours / floor - 1
+                            verdict = "ok" if overhead <= FLOOR_OVERHEAD_TARGET else "miss"
+                            over = f"{100 * overhead:+.0f} % ({verdict})"
+                verdict = judge(metric, sdk, ours)
+                target = target_text(metric) + (f" ({verdict})" if verdict else "")
+                out.append(
+                    [
+                        scenario,
+                        case,
+                        metric.label,
+                        _fmt(metric, sdk),
+                        _fmt(metric, ours),
+                        ratio,
+                        floor_text,
+                        over,
+                        target,
+                    ]
+                )
+    return out
+
+
+HEADER = [
+    "scenario",
+    "case",
+    "metric",
+    "sora_sdk",
+    "sora_async",
+    "async/sdk",
+    "PyAV floor",
+    "async over floor",
+    "target",
+]
+
+
+def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def summary_lines(extra: Mapping[str, Any]) -> list[str]:
+    """Derived results that are not one metric per client (e.g. the largest N of scale)."""
+    out = []
+    largest = extra.get("scale_largest_n")
+    if isinstance(largest, dict) and largest:
+        sdk, ours = largest.get(SDK), largest.get(ASYNC)
+        verdict = ""
+        if isinstance(sdk, int) and isinstance(ours, int):
+            verdict = " (target ≥ 2x official: " + ("ok" if ours >= 2 * sdk else "miss") + ")"
+        out.append(
+            f"- scale: largest N with every connection ≥ 25 fps: sora_sdk {sdk}, "
+            f"sora_async {ours}{verdict}"
+        )
+    return out
+
+
+def markdown(
+    measurements: Sequence[Mapping[str, Any]],
+    info: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """The whole report: machine, table, derived lines."""
+    parts = ["Machine: " + machine_line(info), "", markdown_table(HEADER, rows(measurements))]
+    lines = summary_lines(extra or {})
+    if lines:
+        parts += ["", *lines]
+    return "\n".join(parts) + "\n"
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, cores, Python, PyAV/FFmpeg, sora_sdk, load: what the numbers depend on."""
+    info: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "av": _version("av"),
+        "sora_sdk": _version("sora_sdk"),
+        "aiortc": _version("aiortc"),
+        "numpy": _version("numpy"),
+    }
+    try:
+        import av
+
+        info["ffmpeg"] = av.ffmpeg_version_info
+    except ImportError:
+        info["ffmpeg"] = "?"
+    try:
+        info["load_avg"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    return info
+
+
+def machine_line(info: Mapping[str, Any]) -> str:
+    load = info.get("load_avg")
+    return (
+        f"{info.get('date')}; {info.get('cpu')}, {info.get('cores')} cores; "
+        f"Python {info.get('python')}; PyAV {info.get('av')} (FFmpeg {info.get('ffmpeg')}); "
+        f"aiortc {info.get('aiortc')}; sora_sdk {info.get('sora_sdk')}"
+        + (f"; load average at start {load}" if load else "")
+    )

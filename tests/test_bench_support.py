@@ -1,0 +1,100 @@
+"""The benchmarks' pure helpers (bench/support.py, bench/report.py): no clients, no timing."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench import report, support
+
+
+def test_pixel_code_round_trip_survives_noise_and_blur() -> None:
+    for width, height in ((320, 240), (640, 480), (1280, 720)):
+        frame = support.make_frames(width, height, 1)[0]
+        support.paint_code(frame, 123_456, 9_876_543)
+        assert support.read_code(frame) == (123_456, 9_876_543)
+        # What a lossy codec does to big blocks: noise and softened edges.
+        rng = np.random.default_rng(1)
+        noisy = frame.astype(np.int16) + rng.integers(-40, 41, frame.shape)
+        blurred = (noisy + np.roll(noisy, 2, axis=1) + np.roll(noisy, 2, axis=0)) // 3
+        damaged = np.clip(blurred, 0, 255).astype(np.uint8)
+        assert support.read_code(damaged) == (123_456, 9_876_543)
+
+
+def test_capture_time_unwraps_the_24_bit_code() -> None:
+    now = 50_000_000  # ms; beyond 2**24
+    captured = now - 37
+    assert support.capture_time_ms(captured % support.CODE_MOD, now) == captured
+
+
+def test_click_onsets_and_matching() -> None:
+    detector = support.OnsetDetector(16000)
+    silence = np.zeros(160, np.int16)
+    burst = support.click(16000)
+    blocks = [silence] * 40 + [burst[:160], burst[160:320]] + [silence] * 60 + [burst[:160]]
+    for i, block in enumerate(blocks):
+        detector.feed(block, i / 100)
+    assert detector.onsets == [0.4, 1.02]
+    assert support.match_latencies([0.35, 0.98], detector.onsets) == [0.4 - 0.35, 1.02 - 0.98]
+
+
+def test_message_payload_and_summary() -> None:
+    data = support.message_payload(1024, 1, 7, 12.5)
+    assert len(data) == 1024
+    assert support.parse_payload(data) == (1, 7, 12.5)
+    assert support.parse_payload(b"hello") is None
+    summary = support.summarize_messages(
+        [(0, 0, 1.0, 1.002, 1024), (1, 0, 2.0, 2.5, 1024), (1, 1, 2.0, 3.0, 1024)]
+    )
+    assert summary["latency_count"] == 1
+    assert abs(summary["p50_ms"] - 2.0) < 1e-6
+    assert summary["msgs_per_s"] == 2.0
+
+
+def test_stats_with_bare_infinity() -> None:
+    stats = support.parse_stats(
+        '[{"type":"outbound-rtp","kind":"video","bytesSent":100,"x":-inf,"s":"-inf"}]'
+    )
+    assert support.outbound_video(stats)["x"] is None
+    assert support.outbound_video(stats)["s"] == "-inf"
+
+
+def test_markdown_table_medians_ratios_and_floor() -> None:
+    def measurement(client: str, rep: int, scenario: str = "sendonly", **metrics: float) -> dict:
+        return {
+            "scenario": scenario,
+            "case": "VP8",
+            "client": client,
+            "rep": rep,
+            "metrics": metrics,
+        }
+
+    measurements = [
+        measurement("sora_sdk", 0, cpu_pct=10.0, fps=30.0),
+        measurement("sora_sdk", 1, cpu_pct=30.0, fps=30.0),
+        measurement("sora_sdk", 2, cpu_pct=20.0, fps=30.0),
+        measurement("sora_async", 0, cpu_pct=18.0, fps=30.0),
+        measurement("pyav", 0, scenario="raw", enc_ms=5.0),
+    ]
+    text = report.markdown(measurements, {"date": "today"}, {"scale_largest_n": {}})
+
+    def cells(prefix: str) -> list[str]:
+        row = next(line for line in text.splitlines() if line.startswith(prefix))
+        return [c.strip() for c in row.strip("|").split("|")]
+
+    # Medians 20.0 and 18.0; CPU per frame 6.67 and 6.00 ms against a 5 ms codec floor.
+    assert cells("| sendonly | VP8 | CPU % |")[3:9] == [
+        "20.0",
+        "18.0",
+        "0.90x",
+        "",
+        "",
+        "ratio ≤ 1.0x (ok)",
+    ]
+    assert cells("| sendonly | VP8 | CPU ms per frame sent |")[3:8] == [
+        "6.67",
+        "6.00",
+        "0.90x",
+        "5.00",
+        "+20 % (ok)",
+    ]
+    assert "| raw | VP8 | encode ms/frame |" in text
