@@ -305,3 +305,41 @@ def test_the_engine_runs_on_uvloop() -> None:
         return value, (frame.width, frame.height)
 
     assert runner.run(jobs_and_sources(), uvloop=True) == (5, (32, 24))
+
+
+# -- socket buffers ----------------------------------------------------------------------------
+
+
+def _rmem_max() -> int | None:
+    try:
+        with open("/proc/sys/net/core/rmem_max") as limit:
+            return int(limit.read())
+    except OSError:
+        return None  # not Linux: the kernel's cap is unknown
+
+
+async def test_gathered_sockets_get_a_larger_receive_buffer() -> None:
+    import socket
+
+    from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
+
+    from sora_async import _aiortc_seam as seam
+
+    gatherer = RTCIceGatherer()
+    ice = RTCIceTransport(gatherer)
+    try:
+        async with asyncio.timeout(10):
+            await seam.gather(gatherer, addresses=["127.0.0.1"])
+        sockets = [p.transport.get_extra_info("socket") for p in ice._connection._protocols]
+        assert sockets
+        before = [s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) for s in sockets]
+        size = max(before) + 65536
+        assert seam.enlarge_receive_buffers(ice, size) == len(sockets)
+        after = [s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) for s in sockets]
+        limit = _rmem_max()
+        if limit is not None and limit >= size:
+            assert all(value >= size for value in after)  # Linux reports double
+        assert seam.enlarge_receive_buffers(ice, 4096) == 0  # never shrinks
+    finally:
+        async with asyncio.timeout(10):
+            await ice.stop()

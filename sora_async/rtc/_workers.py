@@ -33,9 +33,9 @@ class _Completions:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = weakref.ref(loop)
-        self._items: collections.deque[
-            tuple[asyncio.Future[Any], CodecJobs, bool, Any]
-        ] = collections.deque()
+        self._items: collections.deque[tuple[asyncio.Future[Any], CodecJobs, bool, Any]] = (
+            collections.deque()
+        )
         self._scheduled = False
 
     def post(self, future: asyncio.Future[Any], jobs: CodecJobs, ok: bool, value: Any) -> None:
