@@ -139,3 +139,21 @@ def of_type(
 async def bounded(awaitable: Awaitable[Any], within: float = 15) -> Any:
     async with asyncio.timeout(within):
         return await awaitable
+
+
+def vp8_codec(feedback: tuple[str, ...] = ("goog-remb", "ccm fir", "nack", "nack pli")) -> Any:
+    """A negotiated VP8 (PT 96, RTX 97) for tests that drive senders and receivers directly."""
+    from sora_async.rtc.sdp import NegotiatedCodec
+
+    return NegotiatedCodec(
+        payload_type=96,
+        name="VP8",
+        kind="video",
+        rtpmap="VP8/90000",
+        clock_rate=90000,
+        channels=None,
+        fmtp={},
+        fmtp_line=None,
+        feedback=list(feedback),
+        rtx_payload_type=97,
+    )

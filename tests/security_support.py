@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import websockets
@@ -219,37 +219,110 @@ def proxy_binary(kind: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin")
 
 
-class HttpProxy:
+class LoggedDaemon:
+    """A server binary in a child process with its own scratch directory and log file.
+
+    Subclasses build the command in ``_start`` and call :meth:`_run` with a
+    readiness check; ``diagnostic_files`` (in :attr:`directory`) go into
+    failure messages after the log's tail.
+    """
+
+    name = "daemon"
+    diagnostic_files: tuple[str, ...] = ("stderr.log",)
+
+    def __init__(self, directory: Path, log_name: str) -> None:
+        self.directory = directory
+        self.log_path = directory / log_name
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        try:
+            self._start()
+        except BaseException:  # skipped, or failed to start: leave nothing behind
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def _run(self, command: list[str], ready: Callable[[], bool]) -> None:
+        """Start ``command`` (stderr to ``stderr.log``) and wait up to 15 s for ``ready()``."""
+        with open(self.directory / "stderr.log", "wb") as stderr:
+            self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.diagnostics()}")
+            if ready():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not listen: {self.diagnostics()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    async def wait_for_log(self, *needles: str, within: float = 5) -> str:
+        """The log once it contains every needle (squid writes a line at a request's end)."""
+        async with asyncio.timeout(within):
+            while not all(needle in self.log() for needle in needles):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        return self.log()
+
+    def diagnostics(self) -> str:
+        texts = [self.log()[-3000:]]
+        for name in self.diagnostic_files:
+            path = self.directory / name
+            if path.exists():
+                texts.append(path.read_text(errors="replace")[-2000:])
+        return "\n".join(texts)
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(5)
+        self._process = None
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def listens(port: int) -> bool:
+    """True if something accepts TCP connections on 127.0.0.1:``port``."""
+    with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), 0.2):
+        return True
+    return False
+
+
+class HttpProxy(LoggedDaemon):
     """``tinyproxy`` or ``squid`` on 127.0.0.1 with Basic authentication.
 
     Both log every ``CONNECT``; squid's log line also has the request's
     ``User-Agent`` (tinyproxy cannot log request headers).
     """
 
+    diagnostic_files = ("stderr.log", "cache.log")
+
     def __init__(self, kind: str, username: str, password: str) -> None:
-        self.kind = kind
-        self.username = username
-        self.password = password
         # Not pytest's tmp_path: squid's helpers run as user "proxy" and must
         # read the password file and write the log.
-        self.directory = Path(tempfile.mkdtemp(prefix=f"sora-async-{kind}-"))
+        super().__init__(Path(tempfile.mkdtemp(prefix=f"sora-async-{kind}-")), "access.log")
         self.directory.chmod(0o777)
+        self.name = self.kind = kind
+        self.username = username
+        self.password = password
         self.port = free_port()
-        self.log_path = self.directory / "access.log"
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
-    def start(self) -> HttpProxy:
-        try:
-            return self._start()
-        except BaseException:  # skipped, or failed to start: leave nothing behind
-            self.stop()
-            raise
-
-    def _start(self) -> HttpProxy:
+    def _start(self) -> None:
         binary = proxy_binary(self.kind)
         if binary is None:
             pytest.skip(f"{self.kind} is not installed (.ci/run installs it with apt-get)")
@@ -289,48 +362,7 @@ class HttpProxy:
                 "dns_v4_first on\n"
             )
             command = [binary, "-N", "-f", str(config)]
-        with open(self.directory / "stderr.log", "wb") as stderr:
-            self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited: {self.diagnostics()}")
-            with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, self.port), 0.2):
-                return self
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.kind} did not listen: {self.diagnostics()}")
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    async def wait_for_log(self, *needles: str, within: float = 5) -> str:
-        """The access log once it contains every needle (squid writes it on request end)."""
-        async with asyncio.timeout(within):
-            while not all(needle in self.log() for needle in needles):  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-        return self.log()
-
-    def diagnostics(self) -> str:
-        texts = []
-        for name in ("stderr.log", "cache.log"):
-            path = self.directory / name
-            if path.exists():
-                texts.append(path.read_text(errors="replace")[-2000:])
-        return "\n".join(texts)
-
-    def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(5)
-        self._process = None
-        shutil.rmtree(self.directory, ignore_errors=True)
+        self._run(command, lambda: listens(self.port))
 
 
 # -- the dev server in a subprocess -------------------------------------------------------

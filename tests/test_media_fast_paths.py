@@ -30,19 +30,9 @@ from sora_async.frames import VideoFrame, reformat_video
 from sora_async.rtc._workers import CodecJobs, CodecPool, codec_pool
 from sora_async.rtc.sdp import NegotiatedCodec
 from sora_async.rtc.sender import EncodingParameters, RtpSender, SendLayer
+from tests.rtc_support import vp8_codec
 
-VP8 = NegotiatedCodec(
-    payload_type=96,
-    name="VP8",
-    kind="video",
-    rtpmap="VP8/90000",
-    clock_rate=90000,
-    channels=None,
-    fmtp={},
-    fmtp_line=None,
-    feedback=["nack", "nack pli"],
-    rtx_payload_type=97,
-)
+VP8 = vp8_codec(("nack", "nack pli"))
 
 
 def gradient(width: int, height: int, shift: int = 0) -> np.ndarray:

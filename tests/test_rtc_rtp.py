@@ -31,19 +31,9 @@ from sora_async.codecs import EncoderSettings, create_decoder, create_encoder, c
 from sora_async.rtc.receiver import NackTracker, RemoteTrack, RtpReceiver, nack_packet
 from sora_async.rtc.sdp import EXT_MID, EXT_RID, EXT_RRID, NegotiatedCodec
 from sora_async.rtc.sender import EncodingParameters, RtpSender, SendLayer, extensions_map
+from tests.rtc_support import vp8_codec
 
-VP8 = NegotiatedCodec(
-    payload_type=96,
-    name="VP8",
-    kind="video",
-    rtpmap="VP8/90000",
-    clock_rate=90000,
-    channels=None,
-    fmtp={},
-    fmtp_line=None,
-    feedback=["goog-remb", "ccm fir", "nack", "nack pli"],
-    rtx_payload_type=97,
-)
+VP8 = vp8_codec()
 H264 = NegotiatedCodec(
     payload_type=102,
     name="H264",

@@ -19,7 +19,7 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,6 +35,7 @@ from sora_async import (
 from sora_async.devserver import DevServer
 from sora_async.rtc.transport import TURN_ALLOCATION_TIMEOUT
 from tests.media_helpers import pattern
+from tests.official.scenario import dev_server
 from tests.security_support import Pki, eventually, make_pki
 from tests.turn_support import LOOPBACK, Coturn, dead_udp_and_tcp_port
 
@@ -59,17 +60,9 @@ def coturn(pki: Pki) -> Iterator[Coturn]:
         server.stop()
 
 
-@contextlib.asynccontextmanager
-async def relay_only(*ice_servers: dict[str, Any]) -> AsyncIterator[DevServer]:
+def relay_only(*ice_servers: dict[str, Any]) -> contextlib.AbstractAsyncContextManager[DevServer]:
     """A dev server whose offers say: these TURN servers, relay candidates only."""
-    async with asyncio.timeout(15):
-        server = DevServer(port=0, ice_servers=ice_servers, ice_transport_policy="relay")
-        await server.__aenter__()
-    try:
-        yield server
-    finally:
-        async with asyncio.timeout(15):
-            await server.__aexit__(None, None, None)
+    return dev_server(ice_servers=ice_servers, ice_transport_policy="relay")
 
 
 def channel() -> str:

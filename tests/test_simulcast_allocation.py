@@ -29,19 +29,9 @@ from sora_async.rtc.congestion import (
 )
 from sora_async.rtc.sdp import EXT_MID, EXT_RID, EXT_RRID, NegotiatedCodec
 from sora_async.rtc.sender import EncodingParameters, RtpSender, SendLayer, extensions_map
+from tests.rtc_support import vp8_codec
 
-VP8 = NegotiatedCodec(
-    payload_type=96,
-    name="VP8",
-    kind="video",
-    rtpmap="VP8/90000",
-    clock_rate=90000,
-    channels=None,
-    fmtp={},
-    fmtp_line=None,
-    feedback=["goog-remb", "ccm fir", "nack", "nack pli"],
-    rtx_payload_type=97,
-)
+VP8 = vp8_codec()
 EXTENSIONS = [(4, EXT_MID), (10, EXT_RID), (11, EXT_RRID)]
 LAYERS = [
     EncodingParameters(rid="r0", scale_resolution_down_by=4.0, max_bitrate=150_000),

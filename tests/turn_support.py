@@ -10,19 +10,16 @@ the reason.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import shutil
 import socket
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-LOOPBACK = "127.0.0.1"
+from tests.security_support import LOOPBACK, LoggedDaemon, listens
+
 REALM = "sora-async.test"
 
 
@@ -52,22 +49,20 @@ def dead_udp_and_tcp_port() -> int:
     return free_udp_and_tcp_port()
 
 
-class Coturn:
+class Coturn(LoggedDaemon):
     """``turnserver`` on 127.0.0.1: ``turn:`` over UDP and TCP on :attr:`port`,
     ``turns:`` on :attr:`tls_port` (when a certificate is given)."""
 
     def __init__(
         self, username: str, password: str, *, cert: str | None = None, key: str | None = None
     ) -> None:
+        super().__init__(Path(tempfile.mkdtemp(prefix="sora-async-coturn-")), "turn.log")
         self.username = username
         self.password = password
         self.cert = cert
         self.key = key
-        self.directory = Path(tempfile.mkdtemp(prefix="sora-async-coturn-"))
         self.port = free_udp_and_tcp_port()
         self.tls_port = free_udp_and_tcp_port()
-        self.log_path = self.directory / "turn.log"
-        self._process: subprocess.Popen[bytes] | None = None
 
     def urls(self, *kinds: str) -> list[str]:
         """``"udp"``, ``"tcp"``, ``"tls"`` → the TURN URLs, in the given order."""
@@ -86,14 +81,9 @@ class Coturn:
             "credential": self.password if password is None else password,
         }
 
-    def start(self) -> Coturn:
-        try:
-            return self._start()
-        except BaseException:  # skipped, or failed to start: leave nothing behind
-            self.stop()
-            raise
+    name = "turnserver"
 
-    def _start(self) -> Coturn:
+    def _start(self) -> None:
         binary = turnserver_binary()
         if binary is None:
             pytest.skip("coturn is not installed: no turnserver (.ci/run installs it with apt-get)")
@@ -123,55 +113,7 @@ class Coturn:
             lines.append("no-tls")
         config = self.directory / "turnserver.conf"
         config.write_text("\n".join(lines) + "\n")
-        # -c: not /etc/turnserver.conf (Debian's sends the log to syslog)
-        with open(self.directory / "stderr.log", "wb") as stderr:
-            self._process = subprocess.Popen(
-                [binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=stderr
-            )
         # coturn opens its UDP listener with the TCP one
         ports = [self.port] + ([self.tls_port] if self.cert is not None else [])
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"turnserver exited: {self.diagnostics()}")
-            if all(map(_listens, ports)):
-                return self
-            time.sleep(0.05)
-        raise RuntimeError(f"turnserver did not listen: {self.diagnostics()}")
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    async def wait_for_log(self, *needles: str, within: float = 5) -> str:
-        """The log once it contains every needle."""
-        async with asyncio.timeout(within):
-            while not all(needle in self.log() for needle in needles):  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-        return self.log()
-
-    def diagnostics(self) -> str:
-        texts = [self.log()[-3000:]]
-        path = self.directory / "stderr.log"
-        if path.exists():
-            texts.append(path.read_text(errors="replace")[-2000:])
-        return "\n".join(texts)
-
-    def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(5)
-        self._process = None
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def _listens(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), 0.2):
-        return True
-    return False
+        # -c: not /etc/turnserver.conf (Debian's sends the log to syslog)
+        self._run([binary, "-c", str(config)], lambda: all(map(listens, ports)))
