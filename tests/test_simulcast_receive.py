@@ -73,11 +73,10 @@ def simulcast_sender(server: DevServer, channel: str, **keywords: Any) -> Connec
         server.signaling_url,
         "sendonly",
         channel,
-        video_codec_type="VP8",
         audio=False,
         simulcast=True,
         video_source=PatternTrack(320, 180, fps=10),
-        **keywords,
+        **{"video_codec_type": "VP8", **keywords},
     )
 
 
@@ -186,3 +185,35 @@ async def test_spotlight_three_senders_one_focused_follows_focus(
         finally:
             for sender in senders:
                 await sender.disconnect()
+
+
+@pytest.mark.parametrize("codec", ["H264", "H265"])
+async def test_simulcast_h26x_layers_reach_sora_async_receivers(
+    sora_devserver: DevServer, codec: str
+) -> None:
+    # The official receiver cannot decode H.265 without hardware, and H.264 only with
+    # OpenH264 (tests/test_simulcast.py): sora_async receivers are the referee here.
+    channel = f"simulcast-{codec}"
+    sender = simulcast_sender(sora_devserver, channel, video_codec_type=codec)
+    low = Connection(sora_devserver.signaling_url, "recvonly", channel, audio=False, simulcast=True)
+    high = Connection(
+        sora_devserver.signaling_url,
+        "recvonly",
+        channel,
+        audio=False,
+        simulcast=True,
+        simulcast_rid="r2",
+    )
+    low_tracks, high_tracks = Tracks(low), Tracks(high)
+    async with asyncio.timeout(60), sender, low, high:
+        await size_of(await low_tracks.wait(video_of(sender.connection_id)), RID_SIZES["r0"])
+        await size_of(await high_tracks.wait(video_of(sender.connection_id)), RID_SIZES["r2"])
+        stats = await sender.get_stats()
+        sent = {
+            s["rid"]: s
+            for s in stats
+            if s.get("type") == "outbound-rtp" and s.get("kind") == "video" and s.get("bytesSent")
+        }
+        assert set(sent) == {"r0", "r1", "r2"}, sorted(sent)
+        codecs = {s["id"]: s["mimeType"] for s in stats if s.get("type") == "codec"}
+        assert {codecs[s["codecId"]] for s in sent.values()} == {f"video/{codec}"}
