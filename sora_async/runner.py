@@ -72,7 +72,12 @@ def run(
     The loop is created for this call only: the global event loop policy is
     left alone, so other code in the process is not affected.
     """
-    with asyncio.Runner(debug=debug, loop_factory=loop_factory(uvloop)) as runner:
+    try:
+        factory = loop_factory(uvloop)
+    except BaseException:
+        main.close()  # never started: no "coroutine was never awaited" warning
+        raise
+    with asyncio.Runner(debug=debug, loop_factory=factory) as runner:
         return runner.run(main)
 
 

@@ -101,8 +101,10 @@ class OfficialPeer:
                     self._changed.clear()
                     await self._changed.wait()
         except TimeoutError:
-            raise AssertionError(f"official {self.config['role']}: no {name!r} event\n"
-                                 f"{self.events[-5:]}") from None  # fmt: skip
+            state = "running" if self._proc is None else f"returncode {self._proc.returncode}"
+            stderr = self.stderr.decode(errors="replace")[-2000:]
+            raise AssertionError(f"official {self.config['role']} ({state}): no {name!r} event\n"
+                                 f"{self.events[-5:]}\nstderr: {stderr}") from None  # fmt: skip
 
     def fields(self, kind: str) -> dict[str, Any]:
         (found,) = [e for e in self.events if e.get("event") == "fields" and e["kind"] == kind]
