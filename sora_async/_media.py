@@ -268,6 +268,12 @@ def remix(pcm: np.ndarray, channels: int) -> np.ndarray:
     if have == channels:
         return pcm
     if channels == 1:
+        if have == 2:  # the same as the float mean below, rounded half to even, in ints
+            total = pcm[:, 0:1].astype(np.int32)
+            total += pcm[:, 1:2]
+            half = total >> 1
+            half += total & half & 1
+            return half.astype(np.int16)
         mono: np.ndarray = np.rint(pcm.mean(axis=1, keepdims=True)).astype(np.int16)
         return mono
     if have == 1:
@@ -299,6 +305,16 @@ class Resampler:
             return pcm
         frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout=self._layout)
         frame.sample_rate = self.in_rate
+        return self._run(frame)
+
+    def resample_frame(self, frame: av.AudioFrame) -> np.ndarray:
+        """Like :meth:`resample`, from a packed ``s16`` frame of this resampler's rate
+        and layout (a decoder's output) without copying it to an ndarray first."""
+        if self.in_rate == self.out_rate:
+            return audio_frame_pcm(frame)
+        return self._run(frame)
+
+    def _run(self, frame: av.AudioFrame) -> np.ndarray:
         out = [f.to_ndarray().reshape(-1, self.channels) for f in self._resampler.resample(frame)]
         if not out:
             return np.zeros((0, self.channels), np.int16)
@@ -335,14 +351,19 @@ class PcmConverter:
 
     def convert(self, frame: av.AudioFrame) -> tuple[np.ndarray, int]:
         """(int16 (samples, channels), sample rate)."""
-        pcm = audio_frame_pcm(frame)
         rate = int(frame.sample_rate)
         if self.output_frequency != -1 and rate != self.output_frequency:
+            channels = len(frame.layout.channels)
             r = self._resampler
-            if r is None or r.in_rate != rate or r.channels != pcm.shape[1]:
-                r = self._resampler = Resampler(rate, self.output_frequency, pcm.shape[1])
-            pcm = r.resample(pcm)
+            if r is None or r.in_rate != rate or r.channels != channels:
+                r = self._resampler = Resampler(rate, self.output_frequency, channels)
+            if frame.format.name == "s16" and frame.layout.name == r._layout:
+                pcm = r.resample_frame(frame)  # a decoder's frame: no copy on the way in
+            else:
+                pcm = r.resample(audio_frame_pcm(frame))
             rate = self.output_frequency
+        else:
+            pcm = audio_frame_pcm(frame)
         if self.output_channels:
             pcm = remix(pcm, self.output_channels)
         return pcm, rate

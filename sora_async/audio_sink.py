@@ -37,6 +37,7 @@ import asyncio
 import collections
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any, Self
 
 import av
@@ -70,7 +71,39 @@ class _AudioPump:
         self._owner = owner
         self._changed = Changed()
         self._done = False
-        self._task = spawn(loop, self._pump(), f"{owner} pump")
+        self._untap: Callable[[], None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        tap = getattr(track, "_tap", None)
+        if callable(tap):
+            # A RemoteTrack hands each frame over as it is decoded: no task wake-up per
+            # frame (with many connections in a process, that was a good part of the loop).
+            loop.call_soon(self._start_tap, tap)
+        else:
+            self._task = spawn(loop, self._pump(), f"{owner} pump")
+
+    def _start_tap(self, tap: Callable[..., Callable[[], None]]) -> None:
+        if not self._done:  # not closed meanwhile
+            self._untap = tap(self._tapped_frame, self._tapped_end)
+
+    def _tapped_frame(self, frame: Any) -> None:
+        if self._done:
+            return
+        if not isinstance(frame, av.AudioFrame):
+            logger.warning("%s: ignoring %s from the track", self._owner, type(frame).__name__)
+            return
+        try:
+            pcm, rate = self._converter.convert(frame)
+            if len(pcm):
+                self._deliver(pcm, rate, capture_timestamp_ms(frame))
+        except Exception:
+            logger.exception("%s: converting the track's audio failed", self._owner)
+
+    def _tapped_end(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._changed.notify()
+        self._track_ended()
 
     async def _pump(self) -> None:
         try:
@@ -102,6 +135,12 @@ class _AudioPump:
 
     async def close(self) -> None:
         """Stop reading the track (the track itself is not stopped)."""
+        untap, self._untap = self._untap, None
+        if untap is not None:
+            untap()
+        if self._task is None:
+            self._tapped_end()
+            return
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._done = True

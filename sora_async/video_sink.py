@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import av
@@ -46,6 +47,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from ._media import Changed, FrameEmitter, running_loop, spawn
 from .frames import VideoFrame
+from .rtc._workers import CodecJobs
 
 logger = logging.getLogger("sora_async")
 
@@ -85,7 +87,17 @@ class VideoSink(FrameEmitter):
         self.frames_dropped = 0
         self._dispatch_pending: VideoFrame | None = None
         self._dispatch_wake = asyncio.Event()
-        self._pump_task = spawn(loop, self._pump(), "VideoSink pump")
+        # Conversions run on the codec pool: cheaper per frame on the event loop than
+        # run_in_executor (no concurrent.futures.Future, completions woken in batches).
+        self._jobs = CodecJobs()
+        self._untap: Callable[[], None] | None = None
+        self._pump_task: asyncio.Task[None] | None = None
+        tap = getattr(track, "_tap", None)
+        if callable(tap):
+            # A RemoteTrack hands each frame over as it is decoded: no task wake-up per frame.
+            loop.call_soon(self._start_tap, tap)
+        else:
+            self._pump_task = spawn(loop, self._pump(), "VideoSink pump")
         self._dispatch_task = spawn(loop, self._dispatch(), "VideoSink dispatch")
 
     @property
@@ -93,24 +105,37 @@ class VideoSink(FrameEmitter):
         """True once the track ended (or :meth:`close`) and every queued frame was taken."""
         return self._ended and not self._queue
 
+    def _start_tap(self, tap: Callable[..., Callable[[], None]]) -> None:
+        if not self._ended:  # not closed meanwhile
+            self._untap = tap(self._take, self._track_done)
+
+    def _take(self, frame: Any) -> None:
+        if self._ended:
+            return
+        if not isinstance(frame, av.VideoFrame):
+            logger.warning("VideoSink: ignoring %s from the track", type(frame).__name__)
+            return
+        if frame.width == 0 or frame.height == 0:
+            return  # as the official sink: 0x0 frames are skipped
+        wrapped = VideoFrame(frame)
+        self.frames_received += 1
+        if len(self._queue) == self.capacity:
+            self.frames_dropped += 1
+        self._queue.append(wrapped)
+        self._changed.notify()
+        if self.listeners("frame"):
+            self._dispatch_pending = wrapped
+            self._dispatch_wake.set()
+
+    def _track_done(self) -> None:
+        self._ended = True
+        self._changed.notify()
+        self._dispatch_wake.set()
+
     async def _pump(self) -> None:
         try:
             while True:
-                frame = await self.track.recv()
-                if not isinstance(frame, av.VideoFrame):
-                    logger.warning("VideoSink: ignoring %s from the track", type(frame).__name__)
-                    continue
-                if frame.width == 0 or frame.height == 0:
-                    continue  # as the official sink: 0x0 frames are skipped
-                wrapped = VideoFrame(frame)
-                self.frames_received += 1
-                if len(self._queue) == self.capacity:
-                    self.frames_dropped += 1
-                self._queue.append(wrapped)
-                self._changed.notify()
-                if self.listeners("frame"):
-                    self._dispatch_pending = wrapped
-                    self._dispatch_wake.set()
+                self._take(await self.track.recv())
         except MediaStreamError:
             pass
         except asyncio.CancelledError:
@@ -118,9 +143,7 @@ class VideoSink(FrameEmitter):
         except Exception:
             logger.exception("VideoSink: reading the track failed")
         finally:
-            self._ended = True
-            self._changed.notify()
-            self._dispatch_wake.set()
+            self._track_done()
 
     async def _dispatch(self) -> None:
         # Handlers get the newest frame; conversion (if asked) runs off the loop.
@@ -137,7 +160,7 @@ class VideoSink(FrameEmitter):
 
     async def _prepare(self, frame: VideoFrame) -> None:
         if self.format is not None:
-            await asyncio.get_running_loop().run_in_executor(None, frame.to_ndarray, self.format)
+            await self._jobs.run(frame.to_ndarray, self.format)
 
     # -- iteration ------------------------------------------------------------------------
 
@@ -165,9 +188,13 @@ class VideoSink(FrameEmitter):
 
     async def close(self) -> None:
         """Stop reading the track (the track itself is not stopped)."""
-        for task in (self._pump_task, self._dispatch_task):
+        untap, self._untap = self._untap, None
+        if untap is not None:
+            untap()
+        tasks = [t for t in (self._pump_task, self._dispatch_task) if t is not None]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(self._pump_task, self._dispatch_task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._ended = True
         self._changed.notify()
 

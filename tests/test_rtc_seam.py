@@ -24,7 +24,7 @@ import aioice.turn
 import aiortc
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.rtcdatachannel import RTCDataChannel, RTCDataChannelParameters
-from aiortc.rtcdtlstransport import RTCDtlsParameters, RTCDtlsTransport
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsParameters, RTCDtlsTransport
 from aiortc.rtcicetransport import RTCIceGatherer, RTCIceParameters, RTCIceTransport
 from aiortc.rtp import RtcpPsfbPacket, RtpPacket
 
@@ -249,3 +249,103 @@ async def test_gather_gives_up_a_silent_turn_server_in_bounded_time() -> None:
     assert gatherer._connection._protocols == []
     assert gatherer.state == "completed"
     await gatherer._connection.close()
+
+
+async def test_tuned_sctp_acks_every_second_packet_and_bursts_within_cwnd() -> None:
+    # The members TunedSctpTransport relies on (aiortc's SCTP sender and receiver).
+    from aiortc import rtcsctptransport as sctp_module
+
+    assert "await self._send_sack()" in inspect.getsource(sctp_module.RTCSctpTransport._handle_data)
+    assert "4 * USERDATA_MAX_LENGTH" in inspect.getsource(sctp_module.RTCSctpTransport._transmit), (
+        "aiortc's Max.Burst moved: revisit SCTP_MAX_BURST_CALLS"
+    )
+    dtls = RTCDtlsTransport(
+        RTCIceTransport(RTCIceGatherer(iceServers=[])), [RTCCertificate.generateCertificate()]
+    )
+    sctp = seam.TunedSctpTransport(dtls)
+    for name in (
+        "_sack_needed",
+        "_sack_misordered",
+        "_sack_duplicates",
+        "_outbound_queue",
+        "_flight_size",
+        "_fast_recovery_exit",
+        "_last_received_tsn",
+        "_local_verification_tag",
+    ):
+        assert hasattr(sctp, name), name
+    assert sctp._advertised_rwnd == seam.SCTP_RECEIVE_WINDOW
+    assert sctp._cwnd == seam.SCTP_INITIAL_CWND_PACKETS * sctp_module.USERDATA_MAX_LENGTH
+
+    sent: list[Any] = []
+
+    async def capture(chunk: Any) -> None:
+        sent.append(chunk)
+
+    sctp._send_chunk = capture  # type: ignore[method-assign]
+    sctp._association_state = sctp.State.ESTABLISHED
+    sctp._remote_port = 5000
+    sctp._last_received_tsn = 99
+
+    async def receive(tsn: int) -> None:
+        chunk = sctp_module.DataChunk(
+            flags=sctp_module.SCTP_DATA_FIRST_FRAG | sctp_module.SCTP_DATA_LAST_FRAG
+        )
+        chunk.tsn, chunk.stream_id, chunk.stream_seq = tsn, 1, (tsn - 100) % 65536
+        chunk.protocol, chunk.user_data = 53, b"x"
+        await sctp._handle_data(
+            sctp_module.serialize_packet(5000, 5000, sctp._local_verification_tag, chunk)
+        )
+
+    def sacks() -> list[Any]:
+        return [c for c in sent if isinstance(c, sctp_module.SackChunk)]
+
+    await receive(100)
+    await asyncio.sleep(0)
+    assert sacks() == [], "a lone packet's SACK waits for a second packet"
+    await receive(101)
+    assert [s.cumulative_tsn for s in sacks()] == [101], "every second packet at once"
+    await receive(102)
+    await asyncio.sleep(seam.SCTP_SACK_DELAY / 2)
+    assert len(sacks()) == 1
+    await asyncio.sleep(seam.SCTP_SACK_DELAY)
+    assert [s.cumulative_tsn for s in sacks()] == [101, 102], "or SCTP_SACK_DELAY later"
+    await receive(104)  # 103 missing: at once, with a gap block
+    assert sacks()[-1].cumulative_tsn == 102 and sacks()[-1].gaps == [(2, 2)]
+    await receive(103)  # fills the gap: at once too (the gap was still reported)
+    assert sacks()[-1].cumulative_tsn == 104 and len(sacks()) == 4
+    await asyncio.sleep(seam.SCTP_SACK_DELAY * 2)
+    assert len(sacks()) == 4, "nothing left to acknowledge"
+
+    # Sending: one 64 KiB message on an idle association leaves in one burst of
+    # 4 * SCTP_MAX_BURST_CALLS packets (aiortc alone: 4), never beyond cwnd.
+    sent.clear()
+    sctp._cwnd = 1024 * 1024
+    await sctp._send(1, 53, bytes(65536))
+    data = [c for c in sent if isinstance(c, sctp_module.DataChunk)]
+    assert len(data) == 4 * seam.SCTP_MAX_BURST_CALLS
+    assert [c.tsn for c in data] == sorted(c.tsn for c in data)
+    sent.clear()
+    sctp._cwnd = 3 * sctp_module.USERDATA_MAX_LENGTH + sctp._flight_size
+    await sctp._transmit()
+    assert len([c for c in sent if isinstance(c, sctp_module.DataChunk)]) == 3
+    sctp._t3_cancel()
+
+    # Reassembly: nothing is scanned before a last fragment is held, and a
+    # message whose middle fragment comes last is still delivered whole.
+    stream = sctp._get_inbound_stream(7)
+    assert isinstance(stream, sctp_module.InboundStream)
+
+    def fragment(tsn: int, flags: int, data: bytes) -> Any:
+        chunk = sctp_module.DataChunk(flags=flags)
+        chunk.tsn, chunk.stream_id, chunk.stream_seq = tsn, 7, 0
+        chunk.protocol, chunk.user_data = 53, data
+        return chunk
+
+    stream.add_chunk(fragment(10, sctp_module.SCTP_DATA_FIRST_FRAG, b"a"))
+    assert list(stream.pop_messages()) == []
+    stream.add_chunk(fragment(12, sctp_module.SCTP_DATA_LAST_FRAG, b"c"))
+    assert list(stream.pop_messages()) == [], "the middle fragment is missing"
+    stream.add_chunk(fragment(11, 0, b"b"))
+    assert list(stream.pop_messages()) == [(7, 53, b"abc")]
+    assert stream.reassembly == [] and list(stream.pop_messages()) == []

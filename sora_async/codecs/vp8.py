@@ -176,14 +176,14 @@ class Vp8Packetizer(Packetizer):
         check_max_payload_size(max_payload_size, header_size + 1, CODEC)
         if not frame.data:
             raise ValueError("VP8: empty frame")
-        payloads: list[bytes] = []
         data = frame.data
-        pos = 0
         room = max_payload_size - header_size
-        while pos < len(data):
-            payloads.append(bytes(descriptor) + data[pos : pos + room])
-            descriptor.start_of_partition = False
-            pos += room
+        # The descriptor is the same in every packet but the first (S=0 after it).
+        first = bytes(descriptor)
+        descriptor.start_of_partition = False
+        rest = bytes(descriptor)
+        payloads = [first + data[:room]]
+        payloads += [rest + data[pos : pos + room] for pos in range(room, len(data), room)]
         self.picture_id = (self.picture_id + 1) & 0x7FFF
         return payloads
 

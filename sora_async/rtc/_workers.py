@@ -133,15 +133,19 @@ class CodecPool:
         get = self._queue.get
         while True:
             function, args, future, jobs, completions = get()
+            ok = True
             try:
                 result = function(*args)
             except BaseException as exc:
-                completions.post(future, jobs, False, exc)
-            else:
-                completions.post(future, jobs, True, result)
+                ok, result = False, exc
             # Drop references before sleeping (frames are large).
-            function = args = future = jobs = completions = result = None
+            function = args = None
+            # Idle before the result is posted: the job the loop submits on seeing it
+            # then goes to this thread, instead of starting (and alternating with)
+            # another one while this one is still on its way back to ``get``.
             self._idle.release()
+            completions.post(future, jobs, ok, result)
+            future = jobs = completions = result = None
 
 
 _pool: CodecPool | None = None

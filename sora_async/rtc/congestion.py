@@ -24,6 +24,7 @@ acknowledged rate), over 10 % loss ``rate * (1 - 0.5 * loss)`` (at most every
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import math
@@ -31,7 +32,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .pacer import Pacer
+from .pacer import BURST_WINDOW, Pacer
 from .twcc import (
     Feedback,
     FeedbackRecorder,
@@ -476,8 +477,22 @@ class TransportCongestion:
         if is_rtcp(data):
             return data
         if paced:
-            self._padding_budget -= len(data)  # media fills the padding budget first
-            await self.pacer.wait(len(data))
+            delay = self.pace(len(data))
+            if delay:
+                await asyncio.sleep(delay)
+        return self.stamp(data)
+
+    def pace(self, size: int) -> float:
+        """The first half of :meth:`prepare` for a video packet, without awaiting: take
+        ``size`` bytes off the padding budget and reserve the packet's pacer slot.
+        Returns the seconds to wait before sending it (0.0: now, within the burst)."""
+        self._padding_budget -= size  # media fills the padding budget first
+        delay = self.pacer.reserve(size)
+        return delay if delay > BURST_WINDOW else 0.0
+
+    def stamp(self, data: bytes) -> bytes:
+        """The second half of :meth:`prepare`, right before the packet leaves: its
+        transport-wide sequence number, with the send time recorded now."""
         if self.extension_id is None:
             return data
         packet = bytearray(data)

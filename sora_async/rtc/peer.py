@@ -94,6 +94,10 @@ TICK_INTERVAL = 0.05
 #: Padding is sent in bursts this often, in packets of at least this many bytes.
 PADDING_INTERVAL = 0.02
 PADDING_MIN_BYTES = 100
+#: How often a connection without senders checks whether it has one now.
+PADDING_IDLE_INTERVAL = 0.5
+#: How often a sender with no padding to send (no simulcast layer off) checks again.
+PADDING_OFF_INTERVAL = 0.1
 REPORT_INTERVAL = 1.0
 #: Silence on the transport (not even an ICE consent check; both sides send one
 #: every 4-6 s, RFC 7675) after which the session counts as failed. libwebrtc
@@ -725,14 +729,22 @@ class RtcPeer(AsyncIOEventEmitter):
         transport = self.transport
         if transport is None or self._closed:
             return False
-        if len(data) >= 12:
+        if len(data) >= 12 and not 192 <= data[1] <= 223:  # RTP (RTCP: RFC 5761 §4)
+            # TransportCongestion.prepare, in its halves: no coroutine per packet
+            # unless the pacer makes this one wait.
+            congestion = self.congestion
             sender = self._sender_ssrcs.get(int.from_bytes(data[8:12], "big"))
-            data = await self.congestion.prepare(
-                data, paced=sender is not None and sender.kind == "video"
-            )
-            if self.transport is not transport or self._closed:
-                return False
-        return await transport.send_rtp(data)
+            if sender is not None and sender.kind == "video":
+                delay = congestion.pace(len(data))
+                if delay:
+                    await asyncio.sleep(delay)
+                    if self.transport is not transport or self._closed:
+                        return False
+            data = congestion.stamp(data)
+        sent = transport.send_rtp_now(data)
+        if sent is None:
+            return await transport.send_rtp(data)
+        return sent
 
     async def _handle_rtp(self, data: bytes, arrival_ms: int) -> None:
         try:
@@ -848,7 +860,14 @@ class RtcPeer(AsyncIOEventEmitter):
         padding rate (simulcast with a layer off: see ``TransportCongestion.padding_due``)."""
         congestion = self.congestion
         while not self._closed:
-            await asyncio.sleep(PADDING_INTERVAL)
+            if not self.senders:
+                # recvonly: nothing to pad. Checked twice a second rather than 50 times
+                # (a timer per connection every 20 ms is 5000 loop wake-ups/s at 100).
+                await asyncio.sleep(PADDING_IDLE_INTERVAL)
+                continue
+            # Nothing to pad (the usual case) is checked 10 times a second, not 50.
+            off = congestion.padding_bitrate <= 0
+            await asyncio.sleep(PADDING_OFF_INTERVAL if off else PADDING_INTERVAL)
             due = congestion.padding_due()
             if self.connection_state != "connected":
                 continue

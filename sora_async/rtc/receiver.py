@@ -118,6 +118,8 @@ class RemoteTrack(MediaStreamTrack):
         self._frames: Mailbox[av.frame.Frame] = Mailbox(size)
         self._receiver: RtpReceiver | None = None
         self._enabled = True
+        self._taps: list[tuple[Callable[[av.frame.Frame], None], Callable[[], None]]] = []
+        self._polled = False  # recv() was called: frames are queued for it too
 
     @property
     def track(self) -> RemoteTrack:
@@ -149,6 +151,7 @@ class RemoteTrack(MediaStreamTrack):
         """The next decoded frame; raises ``MediaStreamError`` once the track ended."""
         if self.readyState != "live":
             raise MediaStreamError
+        self._polled = True
         try:
             return await self._frames.get()
         except EOFError:
@@ -182,10 +185,40 @@ class RemoteTrack(MediaStreamTrack):
         """
         self._frames.close()
         self._frames.clear()
+        taps, self._taps = self._taps, []
         super().stop()
+        for _on_frame, on_end in taps:
+            on_end()
+
+    def _tap(
+        self, on_frame: Callable[[av.frame.Frame], None], on_end: Callable[[], None]
+    ) -> Callable[[], None]:
+        """Internal (the sinks): hand each decoded frame to ``on_frame`` as it is
+        decoded, on the event loop, instead of queueing it for :meth:`recv` (a task
+        wake-up per frame less); ``on_end()`` once the track ended. Frames already
+        queued go first (unless :meth:`recv` is used too: it keeps getting every
+        frame). Returns the function that undoes it."""
+        while not self._polled and (queued := self._frames.get_nowait()) is not None:
+            on_frame(queued)
+        entry = (on_frame, on_end)
+        if self.readyState != "live":
+            on_end()
+        else:
+            self._taps.append(entry)
+
+        def untap() -> None:
+            if entry in self._taps:
+                self._taps.remove(entry)
+
+        return untap
 
     def _deliver(self, frame: av.frame.Frame) -> None:
         if self._enabled and self.readyState == "live":
+            if self._taps:
+                for on_frame, _on_end in list(self._taps):
+                    on_frame(frame)
+                if not self._polled:
+                    return
             self._frames.put(frame)
 
     def __repr__(self) -> str:
@@ -597,7 +630,26 @@ class RtpReceiver:
             self._needs_keyframe = False
         if len(self._queue) >= self._queue.capacity:
             stream.frames_dropped += 1
+        if self._jobs.inline and self.kind != "video" and not self._queue:
+            # Audio decodes inline anyway; with nothing queued the decode task is idle,
+            # so decoding here keeps the order and saves a task wake-up per packet.
+            self._decode_inline(stream, frame)
+            return
         self._queue.put((stream, frame))
+
+    def _decode_inline(self, stream: InboundStream, frame: EncodedFrame) -> None:
+        try:
+            decoded, elapsed = self._decode(stream.codec, frame)
+        except DecodeError as exc:
+            stream.decode_errors += 1
+            logger.debug("mid %s: %s", self.mid, exc)
+            return
+        except Exception:
+            logger.exception("mid %s: decoder failed", self.mid)
+            stream.decode_errors += 1
+            return
+        stream.total_decode_time += elapsed
+        self._deliver(stream, frame, decoded)
 
     async def _send_nack(self, stream: InboundStream, lost: Sequence[int]) -> None:
         stream.nack_count += 1

@@ -31,6 +31,7 @@ import collections
 import logging
 import math
 import random
+import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -273,7 +274,8 @@ class SendLayer:
         self.sequence = random.randint(0, 0xFFFF)
         self.rtx_sequence = random.randint(0, 0xFFFF)
         self.timestamp_offset = random.randint(0, 0xFFFFFFFF)
-        self.history: collections.OrderedDict[int, RtpPacket] = collections.OrderedDict()
+        #: sequence number -> the packet as sent (before SRTP), for NACK -> RTX
+        self.history: dict[int, bytes] = {}
         self.mailbox: Mailbox[av.frame.Frame | av.Packet[Any]] = Mailbox(
             1 if sender.kind == "video" else AUDIO_QUEUE
         )
@@ -396,11 +398,15 @@ class SendLayer:
         self.sequence = (self.sequence + 1) & 0xFFFF
         return sequence
 
-    def remember(self, packet: RtpPacket) -> None:
-        self.history[packet.sequence_number] = packet
+    def remember(self, sequence: int, data: bytes) -> None:
+        """Keep a sent packet for retransmission; the one ``limit`` numbers back goes."""
+        history = self.history
+        history[sequence] = data
         limit = VIDEO_HISTORY if self.sender.kind == "video" else AUDIO_HISTORY
-        while len(self.history) > limit:
-            self.history.popitem(last=False)
+        history.pop((sequence - limit) & 0xFFFF, None)
+        if len(history) > limit:  # a jump in the sequence (none in practice)
+            for old in list(history)[: len(history) - limit]:
+                del history[old]
 
     def sender_report(self) -> RtcpSrPacket | None:
         if self.last_rtp_timestamp is None:
@@ -807,28 +813,52 @@ class RtpSender:
                     if self.source_audio_level > 0
                     else 127
                 )
+        # The header is built once per frame (what aiortc's RtpPacket.serialize
+        # writes); per packet only marker, sequence number and abs-send-time change.
+        probe = RtpPacket(payload_type=self.codec.payload_type, timestamp=timestamp)
+        self._set_extensions(probe, layer.rid, repaired=False, audio_level=level)
+        profile, value = self._extensions_map.set(probe.extensions)
+        extension = struct.pack("!HH", profile, len(value) >> 2) + value if value else b""
+        abs_at = -1
+        if probe.extensions.abs_send_time is not None and profile == 0xBEDE:
+            abs_at = _one_byte_extension_offset(value, self._ext_ids[EXT_ABS_SEND_TIME], 3)
+            if abs_at >= 0:
+                abs_at += 16
+        first_byte = 0x90 if value else 0x80
+        payload_type = self.codec.payload_type
+        ssrc = layer.ssrc
+        header_size = 12 + len(extension)
+        last = len(payloads) - 1
+        video = self.kind == "video"
+        send = self._send
         for index, payload in enumerate(payloads):
-            if self.kind == "video":
-                marker = index == len(payloads) - 1
+            if video:
+                marker = index == last
             else:
                 # RFC 3551 §4.1: the marker starts a talkspurt (first packet, after DTX)
                 marker = layer.started_talkspurt
                 layer.started_talkspurt = False
-            packet = RtpPacket(
-                payload_type=self.codec.payload_type,
-                marker=int(marker),
-                sequence_number=layer.next_sequence(),
-                timestamp=timestamp,
-                ssrc=layer.ssrc,
-                payload=payload,
+            sequence = layer.sequence
+            layer.sequence = (sequence + 1) & 0xFFFF
+            packet = bytearray(
+                _RTP_HEADER.pack(
+                    first_byte,
+                    0x80 | payload_type if marker else payload_type,
+                    sequence,
+                    timestamp,
+                    ssrc,
+                )
             )
-            self._set_extensions(packet, layer.rid, repaired=False, audio_level=level)
-            data = packet.serialize(self._extensions_map)
-            layer.remember(packet)
-            if await self._send(data):
+            packet += extension
+            if abs_at >= 0:
+                packet[abs_at : abs_at + 3] = abs_send_time().to_bytes(3, "big")
+            packet += payload
+            data = bytes(packet)
+            layer.remember(sequence, data)
+            if await send(data):
                 layer.packets_sent += 1
                 layer.bytes_sent += len(payload)
-                layer.header_bytes_sent += len(data) - len(payload)
+                layer.header_bytes_sent += header_size
         layer.last_rtp_timestamp = timestamp
         layer.last_send_time = time.monotonic()
         if self.kind == "video":
@@ -849,7 +879,7 @@ class RtpSender:
             elif EXT_RID in self._ext_ids:
                 extensions.rtp_stream_id = rid
         if EXT_ABS_SEND_TIME in self._ext_ids:
-            extensions.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
+            extensions.abs_send_time = abs_send_time()
         if audio_level is not None:
             extensions.audio_level = (False, audio_level)
         if EXT_TRANSPORT_CC in self._ext_ids:
@@ -924,8 +954,12 @@ class RtpSender:
         return packet.serialize(self._extensions_map)
 
     async def _retransmit(self, layer: SendLayer, sequence: int) -> None:
-        original = layer.history.get(sequence)
-        if original is None:
+        sent = layer.history.get(sequence)
+        if sent is None:
+            return
+        try:
+            original = RtpPacket.parse(sent, self._extensions_map)
+        except ValueError:
             return
         packet = original
         if layer.rtx_ssrc is not None and self.codec.rtx_payload_type is not None:
@@ -1009,6 +1043,35 @@ class RtpSender:
     def available_bitrate(self) -> int | None:
         """The last REMB estimate (bps), for ``availableOutgoingBitrate``."""
         return self._remb
+
+
+_RTP_HEADER = struct.Struct("!BBHLL")
+#: Seconds from the NTP epoch (1900) to the Unix epoch (1970).
+_NTP_UNIX_OFFSET = 2_208_988_800
+
+
+def abs_send_time() -> int:
+    """The abs-send-time extension's value now: NTP seconds in 6.18 fixed point,
+    24 bits (``(ntp >> 14) & 0xFFFFFF``, without aiortc's datetime arithmetic)."""
+    return int((time.time() + _NTP_UNIX_OFFSET) * 262144) & 0xFFFFFF
+
+
+def _one_byte_extension_offset(block: bytes, extension_id: int, size: int) -> int:
+    """Where the value of element ``extension_id`` (``size`` bytes) starts in a
+    one-byte-header extension block (RFC 8285 §4.2), or -1."""
+    position = 0
+    while position < len(block):
+        byte = block[position]
+        if byte == 0:  # padding
+            position += 1
+            continue
+        element_id, length = byte >> 4, (byte & 0x0F) + 1
+        if element_id == 15:
+            return -1
+        if element_id == extension_id:
+            return position + 1 if length == size else -1
+        position += 1 + length
+    return -1
 
 
 def extensions_map(extensions: Sequence[tuple[int, str]]) -> HeaderExtensionsMap:

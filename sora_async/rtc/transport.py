@@ -235,7 +235,7 @@ class BundleTransport:
         for server, error in failures.items():
             self.turn_errors[server.url] = why = _turn_error(error)
             logger.warning("no relay candidate from %s: %s", server.url, why)
-        seam.watch_ice_activity(self.ice, self._on_datagram)
+        seam.watch_ice_activity(self.ice, self._on_datagram, self.dtls)
         seam.enlarge_receive_buffers(self.ice)
         if self._relay_only and not self.local_candidates:
             problems = "; ".join(f"{url}: {why}" for url, why in self.turn_errors.items())
@@ -288,7 +288,7 @@ class BundleTransport:
         self._started = True
         self._set_state("connecting")
         if sctp_port is not None:
-            self.sctp = RTCSctpTransport(self.dtls)
+            self.sctp = seam.TunedSctpTransport(self.dtls)
         self._start_task = asyncio.ensure_future(
             self._start(
                 remote_ice,
@@ -354,6 +354,12 @@ class BundleTransport:
     async def send_rtp(self, data: bytes) -> bool:
         """Protect and send one RTP or RTCP packet; False if not connected."""
         return await self.dtls.send_rtp(data)
+
+    def send_rtp_now(self, data: bytes) -> bool | None:
+        """:meth:`send_rtp` without awaiting (the hot path of media packets): True when
+        sent, False if not connected, None when it cannot be done synchronously here
+        (then await :meth:`send_rtp`)."""
+        return self.dtls.send_rtp_now(data)
 
     def set_receive_filter(self, keep: Callable[[bytes], bool] | None) -> None:
         """Simulate a lossy network: drop incoming datagrams ``keep`` returns False for.
