@@ -202,6 +202,7 @@ class RtcPeer(AsyncIOEventEmitter):
         #: retirements of senders/receivers in flight (awaited by close())
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rtcp_task: asyncio.Task[None] | None = None
+        self._padding_task: asyncio.Task[None] | None = None
         self._closed = False
         self._negotiating = asyncio.Lock()
         #: transport-cc / REMB estimation, pacing (issue 6; :mod:`.congestion`)
@@ -259,7 +260,8 @@ class RtcPeer(AsyncIOEventEmitter):
             answer = self._answer(offer)
             self._start_transport(offer)
             self._rtcp_task = asyncio.ensure_future(self._rtcp_loop())
-            self._spawn(self._padding_loop())
+            self._padding_task = asyncio.ensure_future(self._padding_loop())
+            self._padding_task.add_done_callback(self._task_done)
             return answer
 
     async def apply_reoffer(self, offer_sdp: str) -> str:
@@ -290,9 +292,12 @@ class RtcPeer(AsyncIOEventEmitter):
         # it creates outlives the transport.
         async with self._negotiating:
             pass
-        if self._rtcp_task is not None:
-            self._rtcp_task.cancel()
-            await asyncio.gather(self._rtcp_task, return_exceptions=True)
+        # Timer loops are cancelled, not awaited: the padding loop of a recvonly
+        # connection sleeps 0.5 s between checks, which would delay every close.
+        loops = [t for t in (self._rtcp_task, self._padding_task) if t is not None]
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for transceiver in self._transceivers.values():
