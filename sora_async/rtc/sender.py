@@ -66,6 +66,7 @@ from ..transform import TransformPipeline
 from ._workers import CodecJobs, Mailbox, random_ssrc
 from .congestion import allocate_simulcast, simulcast_limits
 from .degradation import DegradationAdapter
+from .rtp_extensions import one_byte_element_offset
 from .sdp import (
     EXT_ABS_SEND_TIME,
     EXT_AUDIO_LEVEL,
@@ -821,7 +822,9 @@ class RtpSender:
         extension = struct.pack("!HH", profile, len(value) >> 2) + value if value else b""
         abs_at = -1
         if probe.extensions.abs_send_time is not None and profile == 0xBEDE:
-            abs_at = _one_byte_extension_offset(value, self._ext_ids[EXT_ABS_SEND_TIME], 3)
+            abs_at = one_byte_element_offset(
+                value, 0, len(value), self._ext_ids[EXT_ABS_SEND_TIME], 3
+            )
             if abs_at >= 0:
                 abs_at += 16
         first_byte = 0x90 if value else 0x80
@@ -1054,24 +1057,6 @@ def abs_send_time() -> int:
     """The abs-send-time extension's value now: NTP seconds in 6.18 fixed point,
     24 bits (``(ntp >> 14) & 0xFFFFFF``, without aiortc's datetime arithmetic)."""
     return int((time.time() + _NTP_UNIX_OFFSET) * 262144) & 0xFFFFFF
-
-
-def _one_byte_extension_offset(block: bytes, extension_id: int, size: int) -> int:
-    """Where the value of element ``extension_id`` (``size`` bytes) starts in a
-    one-byte-header extension block (RFC 8285 §4.2), or -1."""
-    position = 0
-    while position < len(block):
-        byte = block[position]
-        if byte == 0:  # padding
-            position += 1
-            continue
-        element_id, length = byte >> 4, (byte & 0x0F) + 1
-        if element_id == 15:
-            return -1
-        if element_id == extension_id:
-            return position + 1 if length == size else -1
-        position += 1 + length
-    return -1
 
 
 def extensions_map(extensions: Sequence[tuple[int, str]]) -> HeaderExtensionsMap:

@@ -25,6 +25,8 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from .rtp_extensions import one_byte_element_offset
+
 RTCP_RTPFB = 205
 TWCC_FMT = 15
 #: Receive-delta resolution (µs).
@@ -209,20 +211,12 @@ def stamp_transport_sequence(data: bytearray, extension_id: int, sequence: int) 
     if len(data) < offset + 4 or data[offset : offset + 2] != b"\xbe\xde":
         return False
     length = struct.unpack_from("!H", data, offset + 2)[0] * 4
-    position, end = offset + 4, min(len(data), offset + 4 + length)
-    while position < end:
-        byte = data[position]
-        if byte == 0:  # padding
-            position += 1
-            continue
-        element_id, size = byte >> 4, (byte & 0x0F) + 1
-        if element_id == 15:
-            return False
-        if element_id == extension_id and size == 2:
-            struct.pack_into("!H", data, position + 1, sequence & 0xFFFF)
-            return True
-        position += 1 + size
-    return False
+    end = min(len(data), offset + 4 + length)
+    at = one_byte_element_offset(data, offset + 4, end, extension_id, 2)
+    if at < 0:
+        return False
+    struct.pack_into("!H", data, at, sequence & 0xFFFF)
+    return True
 
 
 # --- the receive side ----------------------------------------------------------------
