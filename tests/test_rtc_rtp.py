@@ -413,3 +413,18 @@ async def test_a_slow_consumer_gets_the_newest_frames_and_memory_stays_bounded()
 async def bounded_recv(track: RemoteTrack) -> Any:
     async with asyncio.timeout(5):
         return await track.recv()
+
+
+def test_one_byte_element_offset_walks_padding_and_stops_at_id_15() -> None:
+    from sora_async.rtc.rtp_extensions import one_byte_element_offset
+
+    # id 1 (1 byte), two padding bytes, id 3 (3 bytes), id 5 (2 bytes)
+    block = bytes([0x10, 0xAA, 0, 0, 0x32, 1, 2, 3, 0x51, 4, 5, 0])
+    assert one_byte_element_offset(block, 0, len(block), 1, 1) == 1
+    assert one_byte_element_offset(block, 0, len(block), 3, 3) == 5
+    assert one_byte_element_offset(block, 0, len(block), 5, 2) == 9
+    assert one_byte_element_offset(block, 0, len(block), 5, 3) == -1  # other size
+    assert one_byte_element_offset(block, 0, len(block), 7, 1) == -1  # absent
+    assert one_byte_element_offset(block, 0, 8, 5, 2) == -1  # outside the range
+    stop = bytes([0xF0, 0x51, 4, 5])
+    assert one_byte_element_offset(stop, 0, len(stop), 5, 2) == -1  # after the stop mark
