@@ -157,3 +157,16 @@ def vp8_codec(feedback: tuple[str, ...] = ("goog-remb", "ccm fir", "nack", "nack
         feedback=list(feedback),
         rtx_payload_type=97,
     )
+
+
+class QueueSource(MediaStreamTrack):
+    """A video source the test feeds frame by frame."""
+
+    kind = "video"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue: asyncio.Queue[av.VideoFrame] = asyncio.Queue()
+
+    async def recv(self) -> av.VideoFrame:
+        return await self.queue.get()

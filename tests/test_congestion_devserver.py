@@ -24,6 +24,18 @@ from tests.rtc_support import PatternTrack, of_type, wait_stats
 TWCC = "transport-wide-cc-extensions-01"
 
 
+def _vp8_sender(url: str, channel: str) -> Connection:
+    """A sendonly 320x240@15 VP8 connection without audio."""
+    return Connection(
+        url,
+        "sendonly",
+        channel,
+        video_codec_type="VP8",
+        audio=False,
+        video_source=PatternTrack(320, 240, fps=15),
+    )
+
+
 def _sent_answers(conn: Connection) -> list[str]:
     answers: list[str] = []
 
@@ -37,14 +49,7 @@ def _sent_answers(conn: Connection) -> list[str]:
 
 async def test_sora_async_sender_runs_on_transport_cc_feedback() -> None:
     async with DevServer(transport_cc=True) as server:
-        sender = Connection(
-            server.signaling_url,
-            "sendonly",
-            "twcc",
-            video_codec_type="VP8",
-            audio=False,
-            video_source=PatternTrack(320, 240, fps=15),
-        )
+        sender = _vp8_sender(server.signaling_url, "twcc")
         answers = _sent_answers(sender)
         async with asyncio.timeout(30), sender:
             peer = sender._peer
@@ -77,14 +82,7 @@ async def test_sora_async_sender_runs_on_transport_cc_feedback() -> None:
 async def test_without_transport_cc_remb_and_loss_drive_the_estimate(
     sora_devserver: DevServer,
 ) -> None:
-    sender = Connection(
-        sora_devserver.signaling_url,
-        "sendonly",
-        "remb",
-        video_codec_type="VP8",
-        audio=False,
-        video_source=PatternTrack(320, 240, fps=15),
-    )
+    sender = _vp8_sender(sora_devserver.signaling_url, "remb")
     answers = _sent_answers(sender)
     async with asyncio.timeout(30), sender:
         peer = sender._peer

@@ -16,7 +16,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import (
     RtcpPacket,
     RtcpPsfbPacket,
@@ -31,7 +31,7 @@ from sora_async.codecs import EncoderSettings, create_decoder, create_encoder, c
 from sora_async.rtc.receiver import NackTracker, RemoteTrack, RtpReceiver, nack_packet
 from sora_async.rtc.sdp import EXT_MID, EXT_RID, EXT_RRID, NegotiatedCodec
 from sora_async.rtc.sender import EncodingParameters, RtpSender, SendLayer, extensions_map
-from tests.rtc_support import vp8_codec
+from tests.rtc_support import QueueSource, vp8_codec
 
 VP8 = vp8_codec()
 H264 = NegotiatedCodec(
@@ -55,19 +55,6 @@ def frame(index: int, width: int = 320, height: int = 240) -> av.VideoFrame:
     out = av.VideoFrame.from_ndarray(image, format="bgr24")
     out.pts, out.time_base = index * 3000, fractions.Fraction(1, 90000)
     return out
-
-
-class QueueSource(MediaStreamTrack):
-    """A video source the test feeds frame by frame."""
-
-    kind = "video"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.queue: asyncio.Queue[av.VideoFrame] = asyncio.Queue()
-
-    async def recv(self) -> av.VideoFrame:
-        return await self.queue.get()
 
 
 class Wire:

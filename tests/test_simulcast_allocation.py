@@ -16,7 +16,6 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtp import RtpPacket
 
 from sora_async.codecs import EncoderSettings, create_encoder
@@ -29,7 +28,7 @@ from sora_async.rtc.congestion import (
 )
 from sora_async.rtc.sdp import EXT_MID, EXT_RID, EXT_RRID, NegotiatedCodec
 from sora_async.rtc.sender import EncodingParameters, RtpSender, SendLayer, extensions_map
-from tests.rtc_support import vp8_codec
+from tests.rtc_support import QueueSource, vp8_codec
 
 VP8 = vp8_codec()
 EXTENSIONS = [(4, EXT_MID), (10, EXT_RID), (11, EXT_RRID)]
@@ -92,17 +91,6 @@ async def test_padding_up_to_the_lower_targets_and_the_top_min_within_the_estima
     now[0] += 0.05
     assert congestion.padding_due() == 920_000 // 8 // 20  # the padding rate bounds it
     assert congestion.padding_bytes_sent == 3750
-
-
-class QueueSource(MediaStreamTrack):
-    kind = "video"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.queue: asyncio.Queue[av.VideoFrame] = asyncio.Queue()
-
-    async def recv(self) -> av.VideoFrame:
-        return await self.queue.get()
 
 
 def frame(index: int) -> av.VideoFrame:
