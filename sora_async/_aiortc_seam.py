@@ -24,6 +24,12 @@ What is reached, and why:
 - :func:`set_ice_controlling`: ``RTCIceTransport._connection`` (aioice) holds
   the ICE role; the offerer is controlling, the answerer controlled unless
   the offerer is ICE-lite (RFC 8445 §6.1.1).
+- :func:`connect_promptly`: aioice's ``Connection.connect`` sleeps its 20 ms
+  check pacing once more after the last check started before it looks at the
+  result; on loopback that was most of a connect's time. The instance's
+  ``connect`` is replaced by a copy of aioice 0.13's that wakes on the result
+  (``_check_periodic``, ``_check_list_state``, ``_early_checks``...; aioice is
+  pinned ``>=0.13,<0.14`` and the seam test pins that method's source).
 - :func:`gather` replaces ``RTCIceGatherer.gather``, for two reasons. aioice
   never offers 127.0.0.1, so a server or a test bound to loopback gathers host
   candidates on chosen addresses (``Connection.get_component_candidates``).
@@ -85,12 +91,16 @@ from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
 from aiortc.rtcsctptransport import (
     SCTP_DATA_LAST_FRAG,
+    SCTP_TSN_MODULO,
     USERDATA_MAX_LENGTH,
+    Chunk,
     DataChunk,
     InboundStream,
     RTCSctpTransport,
+    serialize_packet,
 )
 from aiortc.rtp import is_rtcp
+from OpenSSL import SSL
 
 logger = logging.getLogger("sora_async.rtc")
 
@@ -230,6 +240,158 @@ class RawDtlsTransport(RTCDtlsTransport):
         self._RTCDtlsTransport__tx_packets += 1  # type: ignore[attr-defined]
         return True
 
+    # --- DTLS application data (SCTP) -------------------------------------
+    #
+    # aiortc moves every SCTP packet through five coroutine layers on the way out
+    # (``_send_chunk`` -> ``_send_data`` -> ``_write_ssl`` -> aioice ``Connection.send``
+    # -> ``sendto`` -> ``StunProtocol.send_data``) and, on the way in, through
+    # aioice's STUN parse attempt (a ValueError per datagram), its ``asyncio.Queue``
+    # and a wake-up of aiortc's receive task. A 64 KiB DataChannel message is 56
+    # packets at each of sender, dev server and receiver, so this per-packet cost
+    # was most of the message's latency. The methods below are the same steps
+    # without those layers; every case they do not cover takes aiortc's path.
+
+    def _datagram_sink(self) -> tuple[asyncio.DatagramTransport, Any] | None:
+        """The selected pair's UDP transport and remote address, when sending there
+        directly is what aioice's ``Connection.send`` would do (a plain
+        ``StunProtocol``, not a TURN relay)."""
+        connection = getattr(self.transport, "_connection", None)
+        pair = connection._nominated.get(1) if connection is not None else None
+        if pair is None:
+            return None
+        protocol = pair.protocol
+        if type(protocol).send_data is not aioice.ice.StunProtocol.send_data:
+            return None
+        transport = protocol.transport
+        if transport is None:
+            return None
+        return transport, pair.remote_addr
+
+    def send_data_now(self, data: bytes) -> bool:
+        """Encrypt one SCTP packet into a DTLS record and hand it to the socket now,
+        as ``_send_data`` does. False (nothing done) where only ``_send_data`` can
+        send it: not connected (it raises ``ConnectionError`` then), no selected pair
+        yet, or a TURN-relayed pair."""
+        if self._state != DtlsState.CONNECTED:
+            return False
+        sink = self._datagram_sink()
+        ssl_connection = self._ssl
+        if sink is None or ssl_connection is None:
+            return False
+        ssl_connection.send(data)
+        self._flush_ssl(sink)
+        return True
+
+    def _flush_ssl(self, sink: tuple[asyncio.DatagramTransport, Any]) -> None:
+        """``_write_ssl`` on a known sink, without a coroutine."""
+        ssl_connection = self._ssl
+        if ssl_connection is None:
+            return
+        try:
+            record = ssl_connection.bio_read(1500)
+        except SSL.Error:
+            return
+        if record:
+            sink[0].sendto(record, sink[1])
+            self._RTCDtlsTransport__tx_bytes += len(record)  # type: ignore[attr-defined]
+            self._RTCDtlsTransport__tx_packets += 1  # type: ignore[attr-defined]
+
+    async def _write_ssl(self) -> None:
+        # aiortc's, minus aioice's two coroutine layers where they only call sendto
+        sink = self._datagram_sink()
+        if sink is not None:
+            self._flush_ssl(sink)
+        else:
+            await super()._write_ssl()
+
+    def receive_dtls(self, data: bytes) -> bool:
+        """Decrypt one DTLS application-data datagram and hand the SCTP packet to the
+        SCTP transport now, on the caller's stack (``datagram_received``), as aiortc's
+        receive task would. False (nothing done) where that task must take it: before
+        the handshake completed, while datagrams wait in aioice's queue or the task is
+        still handling one (the order is kept), or when the datagram is not exactly
+        one record (an alert may follow the data).
+
+        The SCTP handler rarely waits (only to send through a TURN relay); when it
+        does, it finishes in a task and later datagrams queue behind it.
+        """
+        receiver = self._data_receiver
+        if (
+            self._state != DtlsState.CONNECTED
+            or receiver is None
+            or getattr(receiver, "receiving", True)
+            or len(data) < 13
+            or int.from_bytes(data[11:13], "big") + 13 != len(data)
+        ):
+            return False
+        queue = getattr(getattr(self.transport, "_connection", None), "_queue", None)
+        if queue is None or not queue.empty():
+            return False
+        sink = self._datagram_sink()
+        if sink is None:  # a TURN relay: its sends may wait
+            return False
+        self._RTCDtlsTransport__rx_bytes += len(data)  # type: ignore[attr-defined]
+        self._RTCDtlsTransport__rx_packets += 1  # type: ignore[attr-defined]
+        if self._data_backlog is not None:
+            self._data_backlog.append(data)
+            return True
+        plain = self._decrypt(data)
+        self._flush_ssl(sink)
+        if not plain:
+            return True
+        coro = receiver._handle_data(plain)
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration:
+            return True
+        except Exception:
+            logger.exception("handling an SCTP packet failed")
+            return True
+        self._data_backlog = collections.deque()
+        self._data_backlog_task = asyncio.ensure_future(self._finish_data(coro, waiting_on))
+        return True
+
+    #: DTLS datagrams that came while an SCTP handler run by :meth:`receive_dtls` waited.
+    _data_backlog: collections.deque[bytes] | None = None
+    _data_backlog_task: asyncio.Future[None] | None = None
+
+    def _decrypt(self, data: bytes) -> bytes:
+        """One DTLS record in, its plaintext out (b"" for a record DTLS discards),
+        as aiortc's ``_recv_next``."""
+        ssl_connection = self._ssl
+        if ssl_connection is None:
+            return b""
+        ssl_connection.bio_write(data)
+        try:
+            return ssl_connection.recv(1500)
+        except SSL.ZeroReturnError:
+            # close_notify: end aiortc's receive task as its own path does (recvfrom
+            # raises ConnectionError on None; the task then closes the transport)
+            self.transport._connection._queue.put_nowait(None)
+        except SSL.Error:  # replayed, bad MAC, ...
+            pass
+        return b""
+
+    async def _finish_data(self, coro: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+        try:
+            try:
+                await _resume(coro, waiting_on)
+            except Exception:
+                logger.exception("handling an SCTP packet failed")
+            backlog = self._data_backlog
+            while backlog:
+                plain = self._decrypt(backlog.popleft())
+                await self._write_ssl()
+                receiver = self._data_receiver
+                if plain and receiver is not None:
+                    try:
+                        await receiver._handle_data(plain)
+                    except Exception:
+                        logger.exception("handling an SCTP packet failed")
+        finally:
+            self._data_backlog = None
+            self._data_backlog_task = None
+
     def set_role(self, role: str) -> None:
         """``"client"`` or ``"server"``: who starts the handshake (``a=setup``, RFC 8842)."""
         if role not in ("client", "server"):
@@ -275,6 +437,64 @@ def set_ice_controlling(ice: RTCIceTransport, controlling: bool) -> None:
     """Fix the ICE role before ``start`` (``RTCPeerConnection`` does the same)."""
     ice._connection.ice_controlling = controlling
     ice._role_set = True
+
+
+#: aioice's pacing of connectivity checks (Ta, RFC 8445 §14.2), as in its ``connect``.
+ICE_CHECK_PACING_S = 0.02
+
+
+def connect_promptly(ice: RTCIceTransport) -> None:
+    """Make ``ice.start`` return as soon as the check list completes.
+
+    aioice's ``Connection.connect`` starts a check, then sleeps Ta (20 ms)
+    before it looks again, and only after that sleep waits for the result: on
+    loopback the only pair succeeds in ~1 ms, so every connection waited ~19 ms
+    with ICE done before DTLS could start (measured: ICE completed 7.2 ms into
+    a connect, ``RTCIceTransport`` "completed" at 26.7 ms). This replaces the
+    instance's ``connect`` with :func:`_connect_promptly`, aioice 0.13's
+    ``connect`` with the pause cut short by the check list's result.
+    """
+    connection = ice._connection
+    connection.connect = types.MethodType(_connect_promptly, connection)  # type: ignore[method-assign]
+
+
+async def _connect_promptly(connection: aioice.ice.Connection) -> None:
+    # aioice 0.13 ``Connection.connect`` (tests/test_rtc_seam.py pins its source),
+    # except the loop: the wait between two checks ends early on the result.
+    if not connection._local_candidates_end:
+        raise ConnectionError("Local candidates gathering was not performed")
+    if connection.remote_username is None or connection.remote_password is None:
+        raise ConnectionError("Remote username or password is missing")
+    for remote_candidate in connection._remote_candidates:
+        connection._pair_remote_candidate(remote_candidate)
+    connection.sort_check_list()
+    connection._unfreeze_initial()
+    for early_check in connection._early_checks:
+        connection.check_incoming(*early_check)
+    connection._early_checks.clear()
+    connection._early_checks_done = True
+
+    state: asyncio.Queue[int] = connection._check_list_state
+    result: int | None = None
+    while connection._check_periodic():
+        getter = asyncio.ensure_future(state.get())
+        try:
+            await asyncio.wait((getter,), timeout=ICE_CHECK_PACING_S)
+        finally:
+            # A cancelled Queue.get leaves its item queued for the get below.
+            getter.cancel()
+        if not getter.cancelled() and getter.done():
+            result = getter.result()
+            break
+    if result is None:
+        result = await state.get() if connection._check_list else aioice.ice.ICE_FAILED
+
+    for check in connection._check_list:
+        if check.task:
+            check.task.cancel()
+    if result != aioice.ice.ICE_COMPLETED:
+        raise ConnectionError("ICE negotiation failed")
+    connection._query_consent_task = asyncio.create_task(connection.query_consent())
 
 
 @dataclass(frozen=True)
@@ -424,8 +644,9 @@ def watch_ice_activity(
     the datagram is dropped when it returns False.
 
     With ``dtls``, SRTP/SRTCP datagrams then go straight to
-    :meth:`RawDtlsTransport.receive_srtp` (STUN and DTLS take aioice's and aiortc's
-    path as before).
+    :meth:`RawDtlsTransport.receive_srtp` and DTLS application data (SCTP) to
+    :meth:`RawDtlsTransport.receive_dtls` (STUN, the handshake and what those two
+    decline take aioice's and aiortc's path as before).
 
     Call after gathering (the sockets exist then). aioice's protocols are
     asyncio datagram protocols, whose ``datagram_received`` the event loop
@@ -439,9 +660,14 @@ def watch_ice_activity(
         ) -> None:
             raw = bytes(data) if isinstance(data, bytes | bytearray) else b""
             if on_datagram(raw):
-                # RFC 7983: 128-191 is RTP/RTCP
-                if dtls is not None and raw and 127 < raw[0] < 192 and dtls.receive_srtp(raw):
-                    return
+                # RFC 7983: 128-191 is RTP/RTCP; 23 a DTLS application-data record (SCTP)
+                if dtls is not None and raw:
+                    first = raw[0]
+                    if 127 < first < 192:
+                        if dtls.receive_srtp(raw):
+                            return
+                    elif first == 23 and dtls.receive_dtls(raw):
+                        return
                 _original(data, addr)
 
         protocol.datagram_received = datagram_received  # type: ignore[method-assign]
@@ -603,6 +829,44 @@ class TunedSctpTransport(RTCSctpTransport):
         self._sack_timer: asyncio.TimerHandle | None = None
         self._sack_task: asyncio.Future[None] | None = None
         self._sack_reported_gaps = False
+        #: SCTP packets being handled now (see RawDtlsTransport.receive_dtls).
+        self.receiving = 0
+
+    async def _handle_data(self, data: bytes) -> None:
+        # ``receiving``: RawDtlsTransport.receive_dtls must not overtake a packet
+        # aiortc's receive task is still handling
+        self.receiving += 1
+        try:
+            await super()._handle_data(data)
+        finally:
+            self.receiving -= 1
+
+    async def _send_chunk(self, chunk: Chunk) -> None:
+        # aiortc's, minus the coroutine layers below it when the DTLS transport can
+        # hand the record to the socket at once (RawDtlsTransport.send_data_now)
+        packet = serialize_packet(
+            self._local_port,
+            self._remote_port,  # type: ignore[arg-type]  # set once associated
+            self._remote_verification_tag,
+            chunk,
+        )
+        dtls = self.transport
+        if not (isinstance(dtls, RawDtlsTransport) and dtls.send_data_now(packet)):
+            await dtls._send_data(packet)
+
+    def _mark_received(self, tsn: int) -> bool:
+        # The in-order case without gaps or duplicates, without aiortc's sort and
+        # two filters per DATA chunk (same outcome: the cumulative TSN advances).
+        last = self._last_received_tsn
+        if (
+            last is not None
+            and not self._sack_misordered
+            and not self._sack_duplicates
+            and tsn == (last + 1) % SCTP_TSN_MODULO
+        ):
+            self._last_received_tsn = tsn
+            return False
+        return bool(super()._mark_received(tsn))
 
     def _get_inbound_stream(self, stream_id: int) -> InboundStream:
         stream = self._inbound_streams.get(stream_id)

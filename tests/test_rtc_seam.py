@@ -349,3 +349,109 @@ async def test_tuned_sctp_acks_every_second_packet_and_bursts_within_cwnd() -> N
     stream.add_chunk(fragment(11, 0, b"b"))
     assert list(stream.pop_messages()) == [(7, 53, b"abc")]
     assert stream.reassembly == [] and list(stream.pop_messages()) == []
+
+
+#: aioice 0.13's ``Connection.connect``, which ``seam._connect_promptly`` copies.
+AIOICE_CONNECT_SHA256 = "da51be46190141ee23c03ab8d77c030b45e412b6430369790ba4665a7a7886d2"
+
+
+def test_connect_promptly_copies_the_pinned_aioice_connect() -> None:
+    import hashlib
+
+    source = inspect.getsource(aioice.ice.Connection.connect)
+    assert hashlib.sha256(source.encode()).hexdigest() == AIOICE_CONNECT_SHA256, (
+        "aioice's Connection.connect changed: compare it with seam._connect_promptly"
+    )
+    assert "await asyncio.sleep(0.02)" in source
+    ice = RTCIceTransport(RTCIceGatherer(iceServers=[]))
+    for name in ("_check_list_state", "_check_list", "_early_checks", "_query_consent_task"):
+        assert hasattr(ice._connection, name), name
+    for name in ("_check_periodic", "_pair_remote_candidate", "_unfreeze_initial"):
+        assert callable(getattr(ice._connection, name)), name
+
+
+class StateLog:
+    """A transport's ``on_state`` calls, awaitable."""
+
+    def __init__(self) -> None:
+        self.states: list[str] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, state: str) -> None:
+        self.states.append(state)
+        self._changed.set()
+
+    async def reached(self, state: str) -> None:
+        while state not in self.states:
+            self._changed.clear()
+            await self._changed.wait()
+
+
+async def test_ice_start_returns_on_the_result_not_after_the_check_pacing(
+    monkeypatch: Any,
+) -> None:
+    """With the pause between checks stretched to 60 s, ICE still completes at
+    once: the wait ends on the check list's result (aioice itself sleeps the
+    whole pause after starting the only check before it looks)."""
+    monkeypatch.setattr(seam, "ICE_CHECK_PACING_S", 60.0)
+    logs = [StateLog(), StateLog()]
+    sides = [
+        BundleTransport(ice_addresses=["127.0.0.1"], on_state=log, ice_controlling=controlling)
+        for log, controlling in zip(logs, (True, False), strict=True)
+    ]
+    for side in sides:  # BundleTransport installs it; aioice's own would not see the 60 s
+        assert side.ice._connection.connect.__func__ is seam._connect_promptly
+    try:
+        async with asyncio.timeout(10):
+            await asyncio.gather(*(side.gather() for side in sides))
+            for side, other, role in ((*sides, "server"), (*sides[::-1], "client")):
+                side.start(
+                    other.local_ice,
+                    RTCDtlsParameters(fingerprints=other.local_dtls.fingerprints),
+                    other.local_candidates,
+                    dtls_role=role,
+                    sctp_port=None,
+                    sctp_max_message_size=None,
+                    candidates_complete=True,
+                )
+            await asyncio.gather(*(log.reached("connected") for log in logs))
+        assert [side.ice.state for side in sides] == ["completed", "completed"]
+    finally:
+        async with asyncio.timeout(10):
+            for side in sides:
+                await side.stop()
+
+
+async def test_ice_start_still_fails_when_no_pair_answers(monkeypatch: Any) -> None:
+    """The copied connect keeps aioice's failure: the only pair failed and no
+    more candidates come -> ``ICE_FAILED`` -> the transport is "failed"."""
+    import aioice.stun
+
+    monkeypatch.setattr(aioice.stun, "RETRY_MAX", 1)  # fail after 1.5 s, not 31.5 s
+    log = StateLog()
+    side = BundleTransport(ice_addresses=["127.0.0.1"], on_state=log)
+    other = BundleTransport(ice_addresses=["127.0.0.1"], on_state=lambda state: None)
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
+    silent.bind(("127.0.0.1", 0))
+    try:
+        async with asyncio.timeout(20):
+            await asyncio.gather(side.gather(), other.gather())
+            candidate = other.local_candidates[0]
+            candidate.port = silent.getsockname()[1]
+            side.start(
+                other.local_ice,
+                RTCDtlsParameters(fingerprints=other.local_dtls.fingerprints),
+                [candidate],
+                dtls_role="client",
+                sctp_port=None,
+                sctp_max_message_size=None,
+                candidates_complete=True,
+            )
+            await log.reached("failed")
+        assert side.ice.state == "failed"
+        assert "connected" not in log.states
+    finally:
+        silent.close()
+        async with asyncio.timeout(10):
+            await side.stop()
+            await other.stop()

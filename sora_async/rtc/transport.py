@@ -181,6 +181,7 @@ class BundleTransport:
         )
         self.ice = RTCIceTransport(self.gatherer)
         seam.set_ice_controlling(self.ice, ice_controlling)
+        seam.connect_promptly(self.ice)
         self.dtls = RawDtlsTransport(self.ice, [self._certificate])
         self.sctp: RTCSctpTransport | None = None
         self._started = False
