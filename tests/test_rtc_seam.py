@@ -455,3 +455,41 @@ async def test_ice_start_still_fails_when_no_pair_answers(monkeypatch: Any) -> N
         async with asyncio.timeout(10):
             await side.stop()
             await other.stop()
+
+
+def test_one_certificate_and_one_openssl_context_serve_every_transport() -> None:
+    from aiortc.rtcdtlstransport import SRTP_PROFILES
+
+    first = BundleTransport(on_state=lambda state: None)
+    second = BundleTransport(on_state=lambda state: None)
+    assert first.local_dtls.fingerprints == second.local_dtls.fingerprints
+    certificate = seam.shared_certificate()
+    context = certificate._create_ssl_context(SRTP_PROFILES)
+    assert certificate._create_ssl_context(SRTP_PROFILES) is context
+    assert certificate._create_ssl_context(SRTP_PROFILES[:1]) is not context
+    # aiortc's own certificate builds a new context each time (what this saves)
+    plain = RTCCertificate.generateCertificate()
+    assert plain._create_ssl_context(SRTP_PROFILES) is not plain._create_ssl_context(SRTP_PROFILES)
+
+
+def test_the_shared_certificate_is_renewed_a_day_before_it_expires(monkeypatch: Any) -> None:
+    import datetime
+
+    # the process's certificate comes back after the test (not one dated 29 days ahead)
+    monkeypatch.setattr(seam, "_shared_certificate", None)
+    current = seam.shared_certificate()
+    assert seam.shared_certificate() is current
+    left = current.expires - datetime.datetime.now(tz=datetime.UTC)
+    assert datetime.timedelta(days=29) < left <= datetime.timedelta(days=30)
+    # as if 29 days and a bit had passed
+    later = current.expires - seam.CERTIFICATE_RENEW_BEFORE + datetime.timedelta(seconds=1)
+
+    class Clock(datetime.datetime):
+        @classmethod
+        def now(cls, tz: datetime.tzinfo | None = None) -> Clock:
+            return cls.fromtimestamp(later.timestamp(), tz)
+
+    monkeypatch.setattr(seam.datetime, "datetime", Clock)
+    renewed = seam.shared_certificate()
+    assert renewed is not current
+    assert renewed.getFingerprints() != current.getFingerprints()

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiortc.rtcconfiguration import RTCIceServer, RTCIceTransportPolicy
-from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsParameters
+from aiortc.rtcdtlstransport import RTCDtlsParameters
 from aiortc.rtcicetransport import (
     RTCIceCandidate,
     RTCIceGatherer,
@@ -169,7 +169,7 @@ class BundleTransport:
             ipaddress.ip_address(a).is_loopback for a in self._ice_addresses or ()
         )
         self._on_state = on_state
-        self._certificate = RTCCertificate.generateCertificate()
+        self._certificate = seam.shared_certificate()
         stun_servers, self._turn_servers = _split_ice_servers(ice_servers)
         self._turn_ssl_context = turn_ssl_context
         self._relay_only = ice_transport_policy == RTCIceTransportPolicy.RELAY
