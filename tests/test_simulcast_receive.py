@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from sora_async import Connection, RemoteTrack
-from sora_async.devserver import DevServer, encode_jwt
+from sora_async.devserver import DevServer, default_simulcast_encodings, encode_jwt
 from tests.rtc_support import PatternTrack, Tracks
 
 SECRET = "rpc-secret"
@@ -80,6 +80,21 @@ def simulcast_sender(server: DevServer, channel: str, **keywords: Any) -> Connec
     )
 
 
+async def request_rid(receiver: Connection, rid: str, sender_id: str) -> Any:
+    """``RequestSimulcastRid`` over the rpc DataChannel, once it is open
+    (it opens with the others after the switch)."""
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                return await receiver.send_rpc(
+                    "2025.2.0/RequestSimulcastRid",
+                    {"rid": rid, "sender_connection_id": sender_id},
+                    id=1,
+                )
+            except RuntimeError:  # not open yet: no event tells when it is
+                await asyncio.sleep(0.1)
+
+
 async def test_send_rpc_request_simulcast_rid_switches_layer_and_notifies() -> None:
     channel = "rpc-simulcast"
     granted = ["2025.2.0/RequestSimulcastRid"]
@@ -103,27 +118,52 @@ async def test_send_rpc_request_simulcast_rid_switches_layer_and_notifies() -> N
             assert receiver.offer.get("rpc_methods") == granted
             track = await tracks.wait(lambda t: t.kind == "video")
             await size_of(track, RID_SIZES["r0"])
-            # The rpc DataChannel opens with the others; wait until it is usable.
-            async with asyncio.timeout(10):
-                while True:
-                    try:
-                        response = await receiver.send_rpc(
-                            "2025.2.0/RequestSimulcastRid",
-                            {"rid": "r2", "sender_connection_id": sender.connection_id},
-                            id=1,
-                        )
-                        break
-                    except RuntimeError:
-                        await asyncio.sleep(0.1)
+            response = await request_rid(receiver, "r2", sender.connection_id)
             assert response == {"jsonrpc": "2.0", "id": 1, "result": {}}, response
             switched = await notifies.wait("simulcast.switched", current_rid="r2")
             assert switched["sender_connection_id"] == sender.connection_id
+            assert (switched["request_rid"], switched["previous_rid"]) == ("r2", "r0"), switched
             await size_of(track, RID_SIZES["r2"])
 
             refused = await receiver.send_rpc("2025.2.0/DisconnectConnection", {}, id="x")
             assert refused is not None and refused["error"]["code"] == -32601, refused
             assert await receiver.send_rpc("2025.2.0/RequestSimulcastRid", {"rid": "r1"}) is None
             await notifies.wait("simulcast.switched", current_rid="r1")
+            await size_of(track, RID_SIZES["r1"])
+
+
+async def test_simulcast_switched_reports_the_layer_forwarded_not_the_one_asked_for() -> None:
+    """r2 asked for while the sender does not send it (``active: false``): the
+    notify comes when the media switches, to r1, with ``request_rid`` r2."""
+    channel = "rpc-simulcast-fallback"
+    granted = ["2025.2.0/RequestSimulcastRid"]
+    token = encode_jwt({"channel_id": channel, "rpc_methods": granted}, SECRET)
+    encodings = [
+        {**encoding, "active": encoding["rid"] != "r2"}
+        for encoding in default_simulcast_encodings()
+    ]
+    sender_token = encode_jwt({"channel_id": channel, "simulcast_encodings": encodings}, SECRET)
+    async with DevServer(secret=SECRET) as server:
+        sender = simulcast_sender(server, channel, metadata={"access_token": sender_token})
+        receiver = Connection(
+            server.signaling_url,
+            "recvonly",
+            channel,
+            audio=False,
+            simulcast=True,
+            data_channel_signaling=True,
+            metadata={"access_token": token},
+        )
+        tracks = Tracks(receiver)
+        notifies = Notifies(receiver)
+        async with asyncio.timeout(45), sender, receiver:
+            track = await tracks.wait(lambda t: t.kind == "video")
+            await size_of(track, RID_SIZES["r0"])
+            await request_rid(receiver, "r2", sender.connection_id)
+            switched = await notifies.wait("simulcast.switched")
+            assert switched["sender_connection_id"] == sender.connection_id
+            assert (switched["request_rid"], switched["current_rid"]) == ("r2", "r1"), switched
+            assert switched["previous_rid"] == "r0", switched
             await size_of(track, RID_SIZES["r1"])
 
 

@@ -230,6 +230,9 @@ class Egress:
     history: dict[int, bytes] = field(default_factory=dict)
     active: bool = False
     wanted_since: float = 0.0
+    #: ``on_switch(previous_rid, current_rid)``: the forwarded layer changed
+    #: (at a key frame of the new one; not called for the first layer)
+    on_switch: Callable[[str, str], None] | None = None
 
     def attach(self) -> None:
         self.ingress.egresses.add(self)
@@ -298,9 +301,15 @@ class Egress:
             self.packets_sent += 1
             self.bytes_sent += len(packet)
 
+    @property
+    def forwarded_rid(self) -> str | None:
+        """The layer being forwarded (None before the first one)."""
+        return self.source.rid if self.source is not None else None
+
     def _switch_to(self, layer: IngressLayer, header: RtpHeader) -> None:
-        if self.source is not None:
-            logger.debug("egress %d: layer %r -> %r", self.ssrc, self.source.rid, layer.rid)
+        previous = self.forwarded_rid
+        if previous is not None:
+            logger.debug("egress %d: layer %r -> %r", self.ssrc, previous, layer.rid)
         self.source = layer
         self.source_ssrc = header.ssrc
         self.first_in_seq = header.sequence_number
@@ -314,6 +323,8 @@ class Egress:
             self.ts_offset = (self.last_out_ts + elapsed - header.timestamp) & 0xFFFFFFFF
         # history of the old layer is useless for NACKs of the new one
         self.history.clear()
+        if previous is not None and previous != layer.rid and self.on_switch is not None:
+            self.on_switch(previous, layer.rid)
 
     async def handle_nack(self, lost: list[int]) -> None:
         self.nacks += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import secrets
@@ -341,6 +342,7 @@ class ServerPeer(AsyncIOEventEmitter):
             ssrc=ssrc,
             payload_type=codec.payload_type,
             send=self._send_downstream,
+            on_switch=functools.partial(self._layer_switched, publication.connection_id),
         )
         egress.want(self._rid_by_publisher.get(publication.connection_id, self._default_rid))
         self._subscriptions[section.mid] = _Subscription(publication, section, egress)
@@ -376,9 +378,7 @@ class ServerPeer(AsyncIOEventEmitter):
         )
         # a=setup:active in the answer makes the client the DTLS client (RFC 8842)
         dtls_role = "client" if transport_media.dtls.role == "server" else "server"
-        app = next(
-            (m for m in description.media if m.kind == "application" and m.port != 0), None
-        )
+        app = next((m for m in description.media if m.kind == "application" and m.port != 0), None)
         self._apply_answer_media(description)
         if app is not None and self.data_channel_specs:
             max_size = app.sctpCapabilities.maxMessageSize if app.sctpCapabilities else None
@@ -553,6 +553,18 @@ class ServerPeer(AsyncIOEventEmitter):
             sub.egress.want(rid)
             if sub.egress.wanted_rid != previous and rid != "none":
                 sub.publication.request_keyframe(rid if sub.publication.rids else None)
+
+    def forwarded_rid(self, publisher_connection_id: str) -> str | None:
+        """The simulcast layer now forwarded to this client from a publisher."""
+        for sub in self._subscriptions.values():
+            if sub.publication.kind == "video" and (
+                sub.publication.connection_id == publisher_connection_id
+            ):
+                return sub.egress.forwarded_rid
+        return None
+
+    def _layer_switched(self, publisher_connection_id: str, previous: str, current: str) -> None:
+        self.emit("simulcast_switched", publisher_connection_id, previous, current)
 
     def request_keyframe(self, rid: str | None = None) -> None:
         """Ask this client (as a sender) for a key frame."""

@@ -566,6 +566,8 @@ class Session:
         self._rid_for_all: str | None = None
         self._rid_by_sender: dict[str, str] = {}
         self._applied_rids: dict[str, str] = {}
+        #: RequestSimulcastRid answered by ``simulcast.switched`` once media switches
+        self._pending_rid_requests: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<Session {self.connection_id} {self.settings.channel_id!r} {self.state.value}>"
@@ -786,6 +788,7 @@ class Session:
         peer.on("datachannel_close", self._guard(self._on_data_channel_close))
         peer.on("datachannel_message", self._guard(self._on_data_channel_message))
         peer.on("publication", self._guard(self._on_publication))
+        peer.on("simulcast_switched", self._guard(self._on_simulcast_switched))
         return peer
 
     def _guard(self, handler: Callable[..., None]) -> Callable[..., None]:
@@ -1274,7 +1277,11 @@ class Session:
                 self.peer.set_simulcast_rid(publisher, rid)
 
     def request_simulcast_rid(self, rid: str, sender_connection_id: str | None = None) -> None:
-        """``RequestSimulcastRid``: switch the layer received (from one sender or all)."""
+        """``RequestSimulcastRid``: switch the layer received (from one sender or all).
+
+        ``simulcast.switched`` follows when the media has switched (the peer's
+        ``simulcast_switched`` event), or at once when nothing has to switch.
+        """
         assert self.peer is not None
         affected = sorted(
             {
@@ -1289,23 +1296,42 @@ class Session:
         else:
             self._rid_by_sender[sender_connection_id] = rid
             affected = affected or [sender_connection_id]
-        previous = {sender: self._applied_rids.get(sender, "r0") for sender in affected}
+        applied = {sender: self._applied_rids.get(sender, "r0") for sender in affected}
         for sender in affected:
             self._applied_rids[sender] = rid
         self.peer.set_simulcast_rid(sender_connection_id, rid)
         for sender in affected:
-            self.send_notify(
-                {
-                    "type": "notify",
-                    "event_type": "simulcast.switched",
-                    "sender_connection_id": sender,
-                    "trigger": "receiver",
-                    "request_rid": rid,
-                    "current_rid": rid,
-                    "previous_rid": previous[sender],
-                    "timestamp": _timestamp(),
-                }
-            )
+            forwarded = self.peer.forwarded_rid(sender)
+            if rid == "none" or forwarded in (None, rid):
+                # nothing will switch (no media yet, or already that layer): answer now
+                self._pending_rid_requests.pop(sender, None)
+                previous = applied[sender] if forwarded is None else forwarded
+                self._notify_simulcast_switched(sender, rid, rid, previous)
+            else:
+                # notified when the media really switches, at the new layer's key
+                # frame, with the layer it got (a lower one when ``rid`` is not sent)
+                self._pending_rid_requests[sender] = rid
+
+    def _on_simulcast_switched(self, sender: str, previous: str, current: str) -> None:
+        requested = self._pending_rid_requests.pop(sender, None)
+        if requested is not None:
+            self._notify_simulcast_switched(sender, requested, current, previous)
+
+    def _notify_simulcast_switched(
+        self, sender: str, requested: str, current: str, previous: str
+    ) -> None:
+        self.send_notify(
+            {
+                "type": "notify",
+                "event_type": "simulcast.switched",
+                "sender_connection_id": sender,
+                "trigger": "receiver",
+                "request_rid": requested,
+                "current_rid": current,
+                "previous_rid": previous,
+                "timestamp": _timestamp(),
+            }
+        )
 
     # -- keep-alive and lifetime --------------------------------------------
 

@@ -87,6 +87,8 @@ class FakePeer(AsyncIOEventEmitter):
         self.sent: list[tuple[str, bytes | str]] = []
         self.sent_event = asyncio.Event()
         self.rid_calls: list[tuple[str | None, str]] = []
+        #: the simulcast layer "forwarded" per publisher (see :meth:`switch_layer`)
+        self.forwarded: dict[str, str] = {}
         self.keyframe_calls: list[str | None] = []
         self.data_channels_closed = False
         self.closed = False
@@ -155,6 +157,9 @@ class FakePeer(AsyncIOEventEmitter):
         self.rid_calls.append((publisher_connection_id, rid))
         self._record("set_simulcast_rid")
 
+    def forwarded_rid(self, publisher_connection_id: str) -> str | None:
+        return self.forwarded.get(publisher_connection_id)
+
     def request_keyframe(self, rid: str | None = None) -> None:
         self.keyframe_calls.append(rid)
         self._record("request_keyframe")
@@ -171,6 +176,13 @@ class FakePeer(AsyncIOEventEmitter):
                 self.factory.peers.pop(self.connection_id, None)
 
     # -- test controls --------------------------------------------------------
+
+    def switch_layer(self, publisher_connection_id: str, rid: str) -> None:
+        """The media now carries ``rid`` from that publisher (a key frame of it came)."""
+        previous = self.forwarded.get(publisher_connection_id)
+        self.forwarded[publisher_connection_id] = rid
+        if previous is not None and previous != rid:
+            self.emit("simulcast_switched", publisher_connection_id, previous, rid)
 
     @staticmethod
     def _sdp(subscriptions: Sequence[Publication]) -> str:

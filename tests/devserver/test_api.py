@@ -148,6 +148,20 @@ async def test_request_simulcast_rid_switches_and_notifies(
     switched = await viewer.wait_notify("simulcast.switched")
     assert switched["previous_rid"] == "r2" and switched["current_rid"] == "r1"
 
+    # With media flowing, the notify waits for the switch and names the layer it got.
+    viewer_peer.switch_layer(camera.connection_id, "r1")
+    body["rid"] = "r2"
+    assert await post(server, target, body) == (200, {})
+    # (the next notify is the one below: none was sent before the media switched)
+    viewer_peer.switch_layer(camera.connection_id, "r1")  # no change: no notify
+    viewer_peer.switch_layer(camera.connection_id, "r0")  # r2 is not sent: a lower layer
+    switched = await viewer.wait_notify("simulcast.switched")
+    assert (switched["request_rid"], switched["current_rid"], switched["previous_rid"]) == (
+        "r2",
+        "r0",
+        "r1",
+    ), switched
+
     status, error = await post(server, target, {**body, "rid": "r5"})
     assert status == 400 and error["error_type"] == "INVALID-PARAMETER"
     status, _ = await post(server, target, {**body, "sender_connection_id": "Z" * 26})
