@@ -80,6 +80,19 @@ def simulcast_sender(server: DevServer, channel: str, **keywords: Any) -> Connec
     )
 
 
+def rpc_receiver(server: DevServer, channel: str, token: str) -> Connection:
+    """A simulcast recvonly with DataChannel signaling (the rpc label needs it)."""
+    return Connection(
+        server.signaling_url,
+        "recvonly",
+        channel,
+        audio=False,
+        simulcast=True,
+        data_channel_signaling=True,
+        metadata={"access_token": token},
+    )
+
+
 async def request_rid(receiver: Connection, rid: str, sender_id: str) -> Any:
     """``RequestSimulcastRid`` over the rpc DataChannel, once it is open
     (it opens with the others after the switch)."""
@@ -102,15 +115,7 @@ async def test_send_rpc_request_simulcast_rid_switches_layer_and_notifies() -> N
     sender_token = encode_jwt({"channel_id": channel}, SECRET)
     async with DevServer(secret=SECRET) as server:
         sender = simulcast_sender(server, channel, metadata={"access_token": sender_token})
-        receiver = Connection(
-            server.signaling_url,
-            "recvonly",
-            channel,
-            audio=False,
-            simulcast=True,
-            data_channel_signaling=True,
-            metadata={"access_token": token},
-        )
+        receiver = rpc_receiver(server, channel, token)
         tracks = Tracks(receiver)
         notifies = Notifies(receiver)
         async with asyncio.timeout(45), sender, receiver:
@@ -145,15 +150,7 @@ async def test_simulcast_switched_reports_the_layer_forwarded_not_the_one_asked_
     sender_token = encode_jwt({"channel_id": channel, "simulcast_encodings": encodings}, SECRET)
     async with DevServer(secret=SECRET) as server:
         sender = simulcast_sender(server, channel, metadata={"access_token": sender_token})
-        receiver = Connection(
-            server.signaling_url,
-            "recvonly",
-            channel,
-            audio=False,
-            simulcast=True,
-            data_channel_signaling=True,
-            metadata={"access_token": token},
-        )
+        receiver = rpc_receiver(server, channel, token)
         tracks = Tracks(receiver)
         notifies = Notifies(receiver)
         async with asyncio.timeout(45), sender, receiver:
