@@ -45,6 +45,18 @@ def connection(server: DevServer, role: str, channel_id: str, **keywords: Any) -
     return Connection(server.signaling_url, role, channel_id, **keywords)
 
 
+def av_sender(
+    server: DevServer, channel_id: str, codec: str = "VP8", **keywords: Any
+) -> Connection:
+    """A sendonly of a 440 Hz tone and a 320x240 pattern (``keywords`` override)."""
+    media: dict[str, Any] = {"video_source": PatternTrack(320, 240)}
+    if keywords.get("audio", True):
+        media["audio_source"] = ToneTrack()
+    return connection(
+        server, "sendonly", channel_id, video_codec_type=codec, **{**media, **keywords}
+    )
+
+
 class Marker:
     """Appends the trailer on send; checks and strips it on receive, counting."""
 
@@ -91,13 +103,10 @@ async def test_sora_trailer_appended_and_stripped(sora_devserver: DevServer, cod
             else VideoFrameTransformer(marker.strip)
         ),
     )
-    sender = connection(
+    sender = av_sender(
         sora_devserver,
-        "sendonly",
         f"tx-{codec}",
-        video_codec_type=codec,
-        audio_source=ToneTrack(),
-        video_source=PatternTrack(320, 240),
+        codec,
         audio_frame_transformer=AudioFrameTransformer(marker.append),
         # a bare coroutine works too (wrapped in a VideoFrameTransformer)
         video_frame_transformer=marker.append,
@@ -158,13 +167,11 @@ async def test_h264_sei_user_data_arrives_intact(sora_devserver: DevServer) -> N
     receiver = connection(sora_devserver, "recvonly", "sei", video_codec_type="H264", audio=False)
     tracks = Tracks(receiver)
     receiver.on("track", lambda t: t.set_frame_transformer(read_sei))
-    sender = connection(
+    sender = av_sender(
         sora_devserver,
-        "sendonly",
         "sei",
-        video_codec_type="H264",
+        "H264",
         audio=False,
-        video_source=PatternTrack(320, 240),
         video_frame_transformer=VideoFrameTransformer(add_sei),
     )
     async with asyncio.timeout(40), receiver, sender:
@@ -309,13 +316,11 @@ async def test_official_style_enqueue_later_from_another_thread(sora_devserver: 
     receiver = connection(sora_devserver, "recvonly", "official", audio=False)
     tracks = Tracks(receiver)
     receiver.on("track", lambda t: t.set_frame_transformer(incoming))
-    sender = connection(
+    sender = av_sender(
         sora_devserver,
-        "sendonly",
         "official",
-        video_codec_type="VP8",
+        "VP8",
         audio=False,
-        video_source=PatternTrack(320, 240),
         video_frame_transformer=outgoing,
     )
     async with asyncio.timeout(40), receiver, sender:
@@ -423,12 +428,9 @@ async def test_a_frame_never_handed_back_stops_only_that_stream(sora_devserver: 
     holding = Holding(transformer, VIDEO_WINDOW)
     receiver = connection(sora_devserver, "recvonly", "stuck")
     tracks = Tracks(receiver)
-    sender = connection(
+    sender = av_sender(
         sora_devserver,
-        "sendonly",
         "stuck",
-        video_codec_type="VP8",
-        audio_source=ToneTrack(),
         video_source=PatternTrack(320, 240, fps=30),
         video_frame_transformer=transformer,
     )
@@ -539,13 +541,9 @@ async def test_frames_held_until_the_next_one_and_enqueued_out_of_order_go_out_i
     receiver = connection(sora_devserver, "recvonly", "pairs", video_codec_type="VP8")
     tracks = Tracks(receiver)
     receiver.on("track", on_track)
-    sender = connection(
+    sender = av_sender(
         sora_devserver,
-        "sendonly",
         "pairs",
-        video_codec_type="VP8",
-        audio_source=ToneTrack(),
-        video_source=PatternTrack(320, 240),
         audio_frame_transformer=audio_out.transformer,
         video_frame_transformer=video_out.transformer,
     )
@@ -615,14 +613,7 @@ async def test_a_receiving_transformer_that_never_hands_back_stops_only_its_trac
     receiver = connection(sora_devserver, "recvonly", "rx-stuck", video_codec_type="VP8")
     tracks = Tracks(receiver)
     receiver.on("track", lambda t: t.set_frame_transformer(stuck) if t.kind == "audio" else None)
-    sender = connection(
-        sora_devserver,
-        "sendonly",
-        "rx-stuck",
-        video_codec_type="VP8",
-        audio_source=ToneTrack(),
-        video_source=PatternTrack(320, 240),
-    )
+    sender = av_sender(sora_devserver, "rx-stuck")
     async with asyncio.timeout(40), receiver, sender:
         video = await tracks.wait(lambda t: t.kind == "video")
         audio = await tracks.wait(lambda t: t.kind == "audio")
@@ -661,13 +652,9 @@ async def test_frame_facts_as_libwebrtc_gives_them(sora_devserver: DevServer) ->
     receiver = connection(sora_devserver, "recvonly", "facts", video_codec_type="VP8")
     tracks = Tracks(receiver)
     receiver.on("track", on_track)
-    sender = connection(
+    sender = av_sender(
         sora_devserver,
-        "sendonly",
         "facts",
-        video_codec_type="VP8",
-        audio_source=ToneTrack(),
-        video_source=PatternTrack(320, 240),
         audio_frame_transformer=note,
         video_frame_transformer=note,
     )
@@ -719,13 +706,11 @@ async def test_av1_bytes_appended_on_send_do_not_hurt_a_receiver_without_a_trans
 
     receiver = connection(sora_devserver, "recvonly", "av1-plain", audio=False)
     tracks = Tracks(receiver)
-    sender = connection(
+    sender = av_sender(
         sora_devserver,
-        "sendonly",
         "av1-plain",
-        video_codec_type="AV1",
+        "AV1",
         audio=False,
-        video_source=PatternTrack(320, 240),
         video_frame_transformer=mark,
     )
     async with asyncio.timeout(40), receiver, sender:
