@@ -493,3 +493,25 @@ def test_the_shared_certificate_is_renewed_a_day_before_it_expires(monkeypatch: 
     renewed = seam.shared_certificate()
     assert renewed is not current
     assert renewed.getFingerprints() != current.getFingerprints()
+
+
+def test_host_addresses_are_enumerated_once_per_ttl(monkeypatch: Any) -> None:
+    calls: list[dict[str, bool]] = []
+    real = aioice.ice.get_host_addresses
+
+    def counting(**keywords: bool) -> list[str]:
+        calls.append(keywords)
+        return real(**keywords)
+
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", counting)
+    monkeypatch.setattr(seam, "_host_addresses", {})
+    first = seam.host_addresses(use_ipv4=True, use_ipv6=False)
+    assert first == real(use_ipv4=True, use_ipv6=False)
+    first.append("203.0.113.9")  # a copy: the cache is not changed through it
+    again = seam.host_addresses(use_ipv4=True, use_ipv6=False)
+    assert "203.0.113.9" not in again and len(calls) == 1
+    seam.host_addresses(use_ipv4=True, use_ipv6=True)  # another family: its own entry
+    assert len(calls) == 2
+    monkeypatch.setattr(seam, "HOST_ADDRESSES_TTL_S", 0.0)  # expired: enumerated again
+    seam.host_addresses(use_ipv4=True, use_ipv6=False)
+    assert len(calls) == 3
