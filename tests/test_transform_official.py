@@ -111,8 +111,28 @@ class OfficialPeer:
         return found
 
     async def finish(self, within: float = 30) -> dict[str, Any]:
-        """Its final counts; a crash in sora_sdk 2025.4.0's teardown (after them) is known."""
-        counts = await self.wait("counts", within)
+        """Its final counts; a crash in sora_sdk 2025.4.0's teardown (after them) is known.
+
+        sora_sdk 2025.4.0 calls the transformers' ``on_transform`` without taking
+        the GIL (its issue 0019, fixed in 2026): Python then runs on two threads at
+        once, and under load the official process can hang for good (twice in ~10
+        full runs on a loaded 2-core machine, each time right after its first
+        transformed frame; never without transformers). Its main thread emits the
+        counts after a timed wait (``seconds``, shorter than ``within``) whatever the
+        media did, so a process still alive without them is that hang: reported as
+        an expected failure of the referee, with its events, not as ours.
+        """
+        try:
+            counts = await self.wait("counts", within)
+        except AssertionError as exc:
+            if (
+                self._proc is not None
+                and self._proc.returncode is None
+                and self.config.get("transform", True)
+            ):
+                await self.kill()
+                pytest.xfail(f"sora_sdk 2025.4.0 hung (GIL-less on_transform, issue 0019): {exc}")
+            raise
         assert self._proc is not None and self._reader is not None
         try:
             await asyncio.wait_for(self._proc.wait(), 15)
