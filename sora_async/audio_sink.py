@@ -83,7 +83,12 @@ class _AudioPump:
 
     def _start_tap(self, tap: Callable[..., Callable[[], None]]) -> None:
         if not self._done:  # not closed meanwhile
-            self._untap = tap(self._tapped_frame, self._tapped_end)
+            # Tell the track what we convert to: its decoder then produces it where it
+            # can (libopus decodes straight to 16 kHz mono, e.g.), and the converter
+            # below has nothing left to do. -1/0 (as received) is Opus's 48 kHz stereo.
+            rate = self.output_frequency if self.output_frequency != -1 else 48000
+            channels = self.output_channels or 2
+            self._untap = tap(self._tapped_frame, self._tapped_end, audio_format=(rate, channels))
 
     def _tapped_frame(self, frame: Any) -> None:
         if self._done:

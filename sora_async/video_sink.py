@@ -15,7 +15,9 @@ one when it is done.
 Colour conversion happens only when asked: ``frame.data()`` converts on first
 call (and caches); ``VideoSink(track, format="bgr24")`` converts each frame the
 consumer gets in a worker thread before handing it over, so ``data()`` is
-then free on the event loop.
+then free on the event loop. On a :class:`~sora_async.RemoteTrack` that
+conversion runs in the decode job itself, right after decoding (one hand-over
+from the codec thread per frame instead of two).
 
 Example::
 
@@ -107,17 +109,36 @@ class VideoSink(FrameEmitter):
 
     def _start_tap(self, tap: Callable[..., Callable[[], None]]) -> None:
         if not self._ended:  # not closed meanwhile
-            self._untap = tap(self._take, self._track_done)
+            # With a format, the conversion runs in the decode job itself (_convert), so
+            # a frame crosses from the codec thread to the loop once, ready: one codec
+            # pool round trip per frame less than converting in a job of our own.
+            prepare = self._convert if self.format is not None else None
+            self._untap = tap(self._take, self._track_done, prepare=prepare)
+
+    def _convert(self, frame: av.VideoFrame) -> VideoFrame | av.VideoFrame:
+        """On the codec thread, right after decoding: wrap and convert to ``format``."""
+        if not isinstance(frame, av.VideoFrame) or frame.width == 0 or frame.height == 0:
+            return frame  # _take skips or rejects it
+        wrapped = VideoFrame(frame)
+        assert self.format is not None
+        try:
+            wrapped.to_ndarray(self.format)  # cached in the wrapper
+        except Exception:
+            return frame  # converted again in get(), which reports the error to the reader
+        return wrapped
 
     def _take(self, frame: Any) -> None:
         if self._ended:
             return
-        if not isinstance(frame, av.VideoFrame):
-            logger.warning("VideoSink: ignoring %s from the track", type(frame).__name__)
-            return
-        if frame.width == 0 or frame.height == 0:
-            return  # as the official sink: 0x0 frames are skipped
-        wrapped = VideoFrame(frame)
+        if isinstance(frame, VideoFrame):  # prepared by _convert
+            wrapped = frame
+        else:
+            if not isinstance(frame, av.VideoFrame):
+                logger.warning("VideoSink: ignoring %s from the track", type(frame).__name__)
+                return
+            if frame.width == 0 or frame.height == 0:
+                return  # as the official sink: 0x0 frames are skipped
+            wrapped = VideoFrame(frame)
         self.frames_received += 1
         if len(self._queue) == self.capacity:
             self.frames_dropped += 1
@@ -159,7 +180,8 @@ class VideoSink(FrameEmitter):
                 return
 
     async def _prepare(self, frame: VideoFrame) -> None:
-        if self.format is not None:
+        # Frames of a RemoteTrack come converted (_convert); others convert here, once.
+        if self.format is not None and self.format not in frame._cache:
             await self._jobs.run(frame.to_ndarray, self.format)
 
     # -- iteration ------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import os
 import queue
 import random
@@ -13,6 +14,11 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 _T = TypeVar("_T")
+
+logger = logging.getLogger("sora_async.rtc")
+
+#: ``done(ok, result_or_exception)``: how :meth:`CodecJobs.start` reports a job's end.
+Completion = Callable[[bool, Any], None]
 
 #: Codec threads in the process: enough to keep every core busy with codec work
 #: while the event loop runs, bounded however many connections exist.
@@ -33,13 +39,15 @@ class _Completions:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = weakref.ref(loop)
-        self._items: collections.deque[tuple[asyncio.Future[Any], CodecJobs, bool, Any]] = (
-            collections.deque()
-        )
+        self._items: collections.deque[
+            tuple[asyncio.Future[Any] | Completion, CodecJobs, bool, Any]
+        ] = collections.deque()
         self._scheduled = False
 
-    def post(self, future: asyncio.Future[Any], jobs: CodecJobs, ok: bool, value: Any) -> None:
-        """Called on a worker thread when a job ended."""
+    def post(
+        self, future: asyncio.Future[Any] | Completion, jobs: CodecJobs, ok: bool, value: Any
+    ) -> None:
+        """Called on a worker thread when a job ended (``future``: or a completion callback)."""
         self._items.append((future, jobs, ok, value))
         if not self._scheduled:
             self._scheduled = True
@@ -58,6 +66,12 @@ class _Completions:
         while items:
             future, jobs, ok, value = items.popleft()
             jobs._ended()
+            if not isinstance(future, asyncio.Future):
+                try:
+                    future(ok, value)
+                except Exception:
+                    logger.exception("a codec job's completion failed")
+                continue
             if future.done():  # the waiting task was cancelled
                 continue
             if ok:
@@ -113,12 +127,17 @@ class CodecPool:
         self,
         function: Callable[..., Any],
         args: tuple[Any, ...],
-        future: asyncio.Future[Any],
+        future: asyncio.Future[Any] | Completion,
         jobs: CodecJobs,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         """Run ``function(*args)`` on a worker; its result or exception goes to
-        ``future`` on the future's loop."""
-        self._queue.put((function, args, future, jobs, _completions_for(future.get_loop())))
+        ``future`` on the future's loop, or to the completion callback
+        ``future(ok, value)`` on ``loop``."""
+        if loop is None:
+            assert isinstance(future, asyncio.Future)
+            loop = future.get_loop()
+        self._queue.put((function, args, future, jobs, _completions_for(loop)))
         if self._idle.acquire(blocking=False):
             return  # an idle worker takes it
         with self._lock:
@@ -190,6 +209,27 @@ class CodecJobs:
             self._running -= 1
             raise
         return await future
+
+    def start(self, done: Completion, function: Callable[..., Any], *args: object) -> None:
+        """:meth:`run` without a coroutine: ``function(*args)`` on the codec pool, then
+        ``done(True, result)`` or ``done(False, exception)`` on the event loop (inline:
+        at once). For a per-frame pipeline this saves the two task steps (the wake-up
+        of a waiting task, and its resumption) that awaiting :meth:`run` costs."""
+        if self.inline:
+            try:
+                result = function(*args)
+            except Exception as exc:
+                done(False, exc)
+            else:
+                done(True, result)
+            return
+        loop = asyncio.get_running_loop()
+        self._running += 1
+        try:
+            codec_pool().submit(function, args, done, self, loop)
+        except BaseException:
+            self._running -= 1
+            raise
 
     def _ended(self) -> None:
         """A job of ours ended (on the loop)."""

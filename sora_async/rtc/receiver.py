@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import functools
 import logging
 import struct
 import time
@@ -118,8 +119,13 @@ class RemoteTrack(MediaStreamTrack):
         self._frames: Mailbox[av.frame.Frame] = Mailbox(size)
         self._receiver: RtpReceiver | None = None
         self._enabled = True
-        self._taps: list[tuple[Callable[[av.frame.Frame], None], Callable[[], None]]] = []
+        self._taps: list[_Tap] = []
         self._polled = False  # recv() was called: frames are queued for it too
+        #: What the taps want the decoder to produce, recomputed when they change
+        #: (read per packet): audio (sample rate, channels), or None for 48 kHz stereo.
+        self._audio_format: tuple[int, int] | None = None
+        #: The taps' per-frame preparations, run inside the decode job (see :meth:`_tap`).
+        self._prepares: tuple[Callable[[av.frame.Frame], Any], ...] = ()
 
     @property
     def track(self) -> RemoteTrack:
@@ -151,7 +157,9 @@ class RemoteTrack(MediaStreamTrack):
         """The next decoded frame; raises ``MediaStreamError`` once the track ended."""
         if self.readyState != "live":
             raise MediaStreamError
-        self._polled = True
+        if not self._polled:
+            self._polled = True
+            self._taps_changed()  # recv() gets 48 kHz stereo, whatever the taps wanted
         try:
             return await self._frames.get()
         except EOFError:
@@ -186,37 +194,66 @@ class RemoteTrack(MediaStreamTrack):
         self._frames.close()
         self._frames.clear()
         taps, self._taps = self._taps, []
+        self._taps_changed()
         super().stop()
-        for _on_frame, on_end in taps:
-            on_end()
+        for tap in taps:
+            tap.on_end()
 
     def _tap(
-        self, on_frame: Callable[[av.frame.Frame], None], on_end: Callable[[], None]
+        self,
+        on_frame: Callable[[Any], None],
+        on_end: Callable[[], None],
+        *,
+        audio_format: tuple[int, int] | None = None,
+        prepare: Callable[[av.frame.Frame], Any] | None = None,
     ) -> Callable[[], None]:
         """Internal (the sinks): hand each decoded frame to ``on_frame`` as it is
         decoded, on the event loop, instead of queueing it for :meth:`recv` (a task
         wake-up per frame less); ``on_end()`` once the track ended. Frames already
         queued go first (unless :meth:`recv` is used too: it keeps getting every
-        frame). Returns the function that undoes it."""
+        frame). Returns the function that undoes it.
+
+        ``audio_format``: the (sample rate, channels) the consumer converts to. While
+        every tap wants the same one and :meth:`recv` is not used, the decoder
+        produces it itself where it can (libopus decodes to 8-48 kHz, mono or
+        stereo), so ``on_frame`` gets frames of that format or of 48 kHz stereo.
+
+        ``prepare(frame)``: runs on the codec thread right after the frame is
+        decoded (e.g. the BGR conversion of a ``VideoSink``), so the frame crosses
+        to the event loop once, converted; ``on_frame`` then gets its result.
+        Frames decoded before the tap (or when ``prepare`` raised) come as they are.
+        """
         while not self._polled and (queued := self._frames.get_nowait()) is not None:
             on_frame(queued)
-        entry = (on_frame, on_end)
+        entry = _Tap(on_frame, on_end, audio_format, prepare)
         if self.readyState != "live":
             on_end()
         else:
             self._taps.append(entry)
+            self._taps_changed()
 
         def untap() -> None:
             if entry in self._taps:
                 self._taps.remove(entry)
+                self._taps_changed()
 
         return untap
 
-    def _deliver(self, frame: av.frame.Frame) -> None:
+    def _taps_changed(self) -> None:
+        formats = {tap.audio_format for tap in self._taps}
+        single = formats.pop() if len(formats) == 1 else None
+        self._audio_format = None if self._polled else single
+        self._prepares = tuple(tap.prepare for tap in self._taps if tap.prepare is not None)
+
+    def _deliver(self, frame: av.frame.Frame, prepared: dict[Any, Any] | None = None) -> None:
         if self._enabled and self.readyState == "live":
             if self._taps:
-                for on_frame, _on_end in list(self._taps):
-                    on_frame(frame)
+                for tap in list(self._taps):
+                    prepare = tap.prepare
+                    if prepare is not None and prepared is not None and prepare in prepared:
+                        tap.on_frame(prepared[prepare])
+                    else:
+                        tap.on_frame(frame)
                 if not self._polled:
                     return
             self._frames.put(frame)
@@ -226,6 +263,24 @@ class RemoteTrack(MediaStreamTrack):
             f"RemoteTrack(kind={self.kind!r}, id={self.id!r}, stream_id={self.stream_id!r}, "
             f"mid={self.mid!r})"
         )
+
+
+class _Tap:
+    """One consumer of :meth:`RemoteTrack._tap`."""
+
+    __slots__ = ("audio_format", "on_end", "on_frame", "prepare")
+
+    def __init__(
+        self,
+        on_frame: Callable[[Any], None],
+        on_end: Callable[[], None],
+        audio_format: tuple[int, int] | None,
+        prepare: Callable[[av.frame.Frame], Any] | None,
+    ) -> None:
+        self.on_frame = on_frame
+        self.on_end = on_end
+        self.audio_format = audio_format
+        self.prepare = prepare
 
 
 class NackTracker:
@@ -301,6 +356,8 @@ class InboundStream:
         self.rid: str | None = None
         self.assembler = self._assembler(codec)
         self.nack = NackTracker()
+        #: ``codec.nack``, read per packet (the property scans the feedback list).
+        self.nack_enabled = codec.nack
         # RFC 3550 A.1/A.3/A.8 reception statistics
         self.base_seq: int | None = None
         self.max_seq = 0
@@ -313,8 +370,7 @@ class InboundStream:
         self._last_transit: int | None = None
         self._expected_prior = 0
         self._received_prior = 0
-        self.last_packet_time = 0.0
-        self.last_packet_ms = 0.0
+        self.last_packet_time = 0.0  # time.monotonic()
         self.last_sr = 0
         self.last_sr_time = 0.0
         self.remote_packets_sent = 0
@@ -333,6 +389,16 @@ class InboundStream:
         self.fps = _RateWindow()
         self.total_samples_received = 0
 
+    @property
+    def last_packet_ms(self) -> float:
+        """Wall-clock time (ms since the epoch) of the last packet, 0.0 before any.
+
+        Derived from the monotonic arrival time when asked (stats), rather than a
+        second clock read per packet."""
+        if not self.last_packet_time:
+            return 0.0
+        return (time.time() - (time.monotonic() - self.last_packet_time)) * 1000.0
+
     @staticmethod
     def _assembler(codec: NegotiatedCodec) -> FrameAssembler:
         window = 3 if codec.kind == "audio" else 8
@@ -343,13 +409,23 @@ class InboundStream:
         if codec.name != self.codec.name:
             self.assembler = self._assembler(codec)
         self.codec = codec
+        self.nack_enabled = codec.nack
 
-    def observe(self, packet: RtpPacket, size: int, arrival_ms: int, retransmitted: bool) -> None:
-        self.last_packet_time = time.monotonic()
-        self.last_packet_ms = time.time() * 1000.0
+    def observe(
+        self,
+        packet: RtpPacket,
+        size: int,
+        arrival_ms: int,
+        retransmitted: bool,
+        now: float | None = None,
+    ) -> None:
+        """Count one packet (RFC 3550 A.1/A.8); ``now``: its ``time.monotonic()``."""
+        self.last_packet_time = time.monotonic() if now is None else now
+        payload_size = len(packet.payload)
         self.packets_received += 1
-        self.bytes_received += len(packet.payload)
-        self.header_bytes_received += max(0, size - len(packet.payload))
+        self.bytes_received += payload_size
+        if size > payload_size:
+            self.header_bytes_received += size - payload_size
         if retransmitted:
             self.retransmitted_packets_received += 1
             return
@@ -357,7 +433,7 @@ class InboundStream:
         if self.base_seq is None:
             self.base_seq = seq
             self.max_seq = seq
-        elif seq_newer(seq, self.max_seq):
+        elif seq != self.max_seq and ((seq - self.max_seq) & 0xFFFF) < 0x8000:  # seq_newer
             if seq < self.max_seq:
                 self.cycles += 1 << 16
             self.max_seq = seq
@@ -484,11 +560,18 @@ class RtpReceiver:
         )
         self._needs_keyframe = False
         self._decoders: dict[str, Decoder] = {}
-        # Opus decodes in ~60 µs, less than a pool round trip: audio decodes inline.
+        # Opus decodes in 15-30 µs (libopus straight to the sink's format), far less than
+        # a pool round trip (100-180 µs of CPU): audio decodes inline.
         self._jobs = CodecJobs(inline=kind == "audio")
         self._clock = 90000 if kind == "video" else 48000
+        self._time_base = fractions.Fraction(1, self._clock)  # one object for every frame
+        #: (decoder, the track's wanted format) last applied to that decoder.
+        self._format_applied: tuple[Decoder, tuple[int, int] | None] | None = None
         self._timestamps = _TimestampMapper(3000 if kind == "video" else 960)
-        self._worker: asyncio.Task[None] | None = asyncio.ensure_future(self._decode_loop())
+        #: A decode job is on the codec pool (one at a time keeps the frames in order);
+        #: its completion starts the next one (no task per receiver).
+        self._decoding = False
+        self._tasks: set[asyncio.Task[None]] = set()  # key frame requests after errors
         self._stopped = False
 
     @property
@@ -539,11 +622,13 @@ class RtpReceiver:
             stream = self.streams[packet.ssrc] = InboundStream(self, packet.ssrc, codec)
         elif stream.codec.payload_type != codec.payload_type:
             stream.set_codec(codec)
-        stream.observe(packet, size, arrival_ms, retransmitted)
-        if not retransmitted and packet.extensions.rtp_stream_id:
-            stream.rid = packet.extensions.rtp_stream_id
         now = time.monotonic()
-        if codec.nack:
+        stream.observe(packet, size, arrival_ms, retransmitted, now)
+        if not retransmitted:
+            rid = packet.extensions.rtp_stream_id
+            if rid:
+                stream.rid = rid
+        if stream.nack_enabled:
             missing = stream.nack.add(packet.sequence_number, now)
             if missing:
                 await self._send_nack(stream, missing)
@@ -628,18 +713,59 @@ class RtpReceiver:
                 stream.frames_dropped += 1
                 return
             self._needs_keyframe = False
-        if len(self._queue) >= self._queue.capacity:
-            stream.frames_dropped += 1
-        if self._jobs.inline and self.kind != "video" and not self._queue:
-            # Audio decodes inline anyway; with nothing queued the decode task is idle,
-            # so decoding here keeps the order and saves a task wake-up per packet.
+        if self._jobs.inline and not self._queue:
+            # Audio decodes inline (Opus: tens of µs, less than a pool round trip); with
+            # nothing queued that keeps the order.
             self._decode_inline(stream, frame)
             return
+        if len(self._queue) >= self._queue.capacity:
+            stream.frames_dropped += 1
         self._queue.put((stream, frame))
+        self._next_decode()
+
+    def _next_decode(self) -> None:
+        """Start the next queued decode unless one runs."""
+        if self._decoding or self._stopped:
+            return
+        item = self._queue.get_nowait()
+        if item is None:
+            return
+        stream, frame = item
+        self._decoding = True
+        done = functools.partial(self._decoded, stream, frame)
+        try:
+            self._jobs.start(done, self._decode, stream.codec, frame)
+        except BaseException:
+            self._decoding = False
+            raise
+
+    def _decoded(self, stream: InboundStream, frame: EncodedFrame, ok: bool, value: Any) -> None:
+        """A decode job ended (on the loop): deliver, then start the next one."""
+        self._decoding = False
+        if self._stopped:
+            return
+        try:
+            if ok:
+                decoded, prepared, elapsed = value
+                stream.total_decode_time += elapsed
+                self._deliver(stream, frame, decoded, prepared)
+            elif isinstance(value, DecodeError):
+                stream.decode_errors += 1
+                logger.debug("mid %s: %s", self.mid, value)
+                if self.kind == "video":
+                    self._needs_keyframe = True
+                    task = asyncio.ensure_future(self.request_keyframe(stream))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            else:
+                stream.decode_errors += 1
+                logger.error("mid %s: decoder failed", self.mid, exc_info=value)
+        finally:
+            self._next_decode()
 
     def _decode_inline(self, stream: InboundStream, frame: EncodedFrame) -> None:
         try:
-            decoded, elapsed = self._decode(stream.codec, frame)
+            decoded, prepared, elapsed = self._decode(stream.codec, frame)
         except DecodeError as exc:
             stream.decode_errors += 1
             logger.debug("mid %s: %s", self.mid, exc)
@@ -649,7 +775,7 @@ class RtpReceiver:
             stream.decode_errors += 1
             return
         stream.total_decode_time += elapsed
-        self._deliver(stream, frame, decoded)
+        self._deliver(stream, frame, decoded, prepared)
 
     async def _send_nack(self, stream: InboundStream, lost: Sequence[int]) -> None:
         stream.nack_count += 1
@@ -689,7 +815,7 @@ class RtpReceiver:
         for stream in list(self.streams.values()):
             if now - stream.last_packet_time > STREAM_IDLE:
                 continue  # a stream that stopped (e.g. the SFU switched layers away)
-            if stream.codec.nack:
+            if stream.nack_enabled:
                 due = stream.nack.due(now)
                 if due:
                     await self._send_nack(stream, due)
@@ -699,45 +825,51 @@ class RtpReceiver:
 
     # --- decoding ---------------------------------------------------------------------
 
-    async def _decode_loop(self) -> None:
-        try:
-            while True:
-                try:
-                    stream, frame = await self._queue.get()
-                except EOFError:
-                    return
-                try:
-                    decoded, elapsed = await self._jobs.run(self._decode, stream.codec, frame)
-                except DecodeError as exc:
-                    stream.decode_errors += 1
-                    logger.debug("mid %s: %s", self.mid, exc)
-                    if self.kind == "video":
-                        self._needs_keyframe = True
-                        await self.request_keyframe(stream)
-                    continue
-                except Exception:
-                    logger.exception("mid %s: decoder failed", self.mid)
-                    stream.decode_errors += 1
-                    continue
-                stream.total_decode_time += elapsed
-                self._deliver(stream, frame, decoded)
-        except asyncio.CancelledError:
-            raise
-
-    def _decode(self, codec: NegotiatedCodec, frame: EncodedFrame) -> tuple[list[Any], float]:
-        """Runs on the codec pool."""
+    def _decode(
+        self, codec: NegotiatedCodec, frame: EncodedFrame
+    ) -> tuple[list[Any], list[dict[Any, Any]] | None, float]:
+        """Runs on the codec pool (audio: inline). Returns the decoded frames, what the
+        track's taps prepared from each (``RemoteTrack._tap``), and the decode time."""
         decoder = self._decoders.get(codec.name)
         if decoder is None:
             decoder = self._decoders[codec.name] = self._decoder_factory(codec)
+        track = self.track
+        if self.kind == "audio":
+            wanted = track._audio_format
+            applied = self._format_applied
+            if applied is None or applied[0] is not decoder or applied[1] != wanted:
+                set_format = getattr(decoder, "set_output_format", None)
+                if callable(set_format):
+                    set_format(*(wanted or (48000, 2)))
+                self._format_applied = (decoder, wanted)
         started = time.perf_counter()
         frames = list(decoder.decode(frame))
-        return frames, time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        prepares = track._prepares
+        if not prepares or not frames:
+            return frames, None, elapsed
+        prepared: list[dict[Any, Any]] = []
+        for decoded in frames:
+            results: dict[Any, Any] = {}
+            for prepare in prepares:
+                try:
+                    results[prepare] = prepare(decoded)
+                except Exception:
+                    logger.exception("mid %s: preparing a decoded frame failed", self.mid)
+            prepared.append(results)
+        return frames, prepared, elapsed
 
-    def _deliver(self, stream: InboundStream, encoded: EncodedFrame, frames: list[Any]) -> None:
-        for frame in frames:
+    def _deliver(
+        self,
+        stream: InboundStream,
+        encoded: EncodedFrame,
+        frames: list[Any],
+        prepared: list[dict[Any, Any]] | None = None,
+    ) -> None:
+        for index, frame in enumerate(frames):
             pts = self._timestamps.map(stream.ssrc, encoded.timestamp)
             frame.pts = pts
-            frame.time_base = fractions.Fraction(1, self._clock)
+            frame.time_base = self._time_base
             if isinstance(frame, av.VideoFrame):
                 stream.frames_decoded += 1
                 if encoded.is_keyframe:
@@ -745,8 +877,10 @@ class RtpReceiver:
                 stream.frame_width, stream.frame_height = frame.width, frame.height
                 stream.fps.tick()
             elif isinstance(frame, av.AudioFrame):
-                stream.total_samples_received += frame.samples
-            self.track._deliver(frame)
+                # On the RTP clock (48 kHz), whatever rate the decoder produced.
+                rate = frame.sample_rate or self._clock
+                stream.total_samples_received += frame.samples * self._clock // rate
+            self.track._deliver(frame, None if prepared is None else prepared[index])
 
     def decoder_implementation(self, stream: InboundStream) -> str | None:
         decoder = self._decoders.get(stream.codec.name)
@@ -765,13 +899,8 @@ class RtpReceiver:
             await transforms.close()  # frames still in the transform are dropped
         self._queue.close()
         self._queue.clear()
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.cancel()
-            try:
-                await worker
-            except (asyncio.CancelledError, Exception):
-                pass
+        for task in list(self._tasks):
+            task.cancel()
         await self._jobs.drain()  # a decode may still run on the pool
         for stream in self.streams.values():
             stream.assembler.reset()  # buffered packets; the counters stay for stats
