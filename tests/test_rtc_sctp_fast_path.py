@@ -1,0 +1,343 @@
+"""The DataChannel fast paths of ``sora_async._aiortc_seam``.
+
+``RawDtlsTransport.receive_dtls`` / ``send_data_now`` move SCTP packets between
+the socket and the SCTP transport without aioice's queue and aiortc's coroutine
+layers, and ``TunedSctpTransport`` parses lone DATA chunks, sends new data and
+starts a message's flush without aiortc's generic steps. These run the real
+thing (two ``BundleTransport`` on loopback, real DTLS and SCTP) and check that
+messages arrive whole and in order, with loss and with a handler that waits,
+and that the fast paths are the ones that carried them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from struct import pack
+from typing import Any
+
+import pytest
+from aiortc import rtcsctptransport as sctp_module
+from aiortc.rtcdatachannel import RTCDataChannel, RTCDataChannelParameters
+from aiortc.rtcdtlstransport import (
+    SRTP_PROFILES,
+    RTCCertificate,
+    RTCDtlsParameters,
+    RTCDtlsTransport,
+)
+from aiortc.rtcicetransport import RTCIceGatherer, RTCIceParameters, RTCIceTransport
+from google_crc32c import value as crc32c
+from OpenSSL import SSL
+
+from sora_async import _aiortc_seam as seam
+from sora_async.rtc.transport import BundleTransport
+
+
+def test_the_aiortc_members_the_sctp_fast_paths_use_exist() -> None:
+    dtls_init = inspect.getsource(RTCDtlsTransport.__init__)
+    for name in ("_data_receiver", "_ssl", "_state", "_transport"):
+        assert f"self.{name}" in dtls_init, name
+    # receive_dtls does what _recv_next does for a DTLS record
+    recv_next = inspect.getsource(RTCDtlsTransport._recv_next)
+    assert "self._ssl.bio_write(data)" in recv_next
+    assert "self._data_receiver._handle_data(data)" in recv_next
+    assert "await self.transport._recv()" in recv_next
+    assert "self._ssl.bio_read(1500)" in inspect.getsource(RTCDtlsTransport._write_ssl)
+    # every chunk aiortc marks for retransmission was first passed to _maybe_abandon
+    for method in (
+        sctp_module.RTCSctpTransport._receive_sack_chunk,
+        sctp_module.RTCSctpTransport._t3_expired,
+    ):
+        source = inspect.getsource(method)
+        assert source.count("._retransmit = True") == source.count("self._maybe_abandon("), method
+    transmit = inspect.getsource(sctp_module.RTCSctpTransport._transmit)
+    assert "chunk._sent_time = time.time()" in transmit
+    send = inspect.getsource(sctp_module.RTCSctpTransport._data_channel_send)
+    assert "asyncio.ensure_future(self._data_channel_flush())" in send
+    # OpenSSL's calls through pyOpenSSL's binding (seam._Records), on its members
+    assert seam._OPENSSL is not None
+    connection = SSL.Connection(SSL.Context(SSL.DTLS_METHOD), None)
+    for name in ("_ssl", "_into_ssl", "_from_ssl"):
+        assert hasattr(connection, name), name
+    assert seam._Records(connection)._ssl is not None
+
+
+class _Pair:
+    def __init__(self, offerer: BundleTransport, answerer: BundleTransport) -> None:
+        self.offerer, self.answerer = offerer, answerer
+        self.channels: asyncio.Queue[RTCDataChannel] = asyncio.Queue()
+
+
+@asynccontextmanager
+async def _connected_pair() -> AsyncIterator[_Pair]:
+    changed = asyncio.Event()
+
+    def on_state(_state: str) -> None:
+        changed.set()
+
+    offerer = BundleTransport(ice_addresses=["127.0.0.1"], on_state=on_state, ice_controlling=True)
+    answerer = BundleTransport(
+        ice_addresses=["127.0.0.1"], on_state=on_state, ice_controlling=False
+    )
+    pair = _Pair(offerer, answerer)
+    try:
+        async with asyncio.timeout(20):
+            await asyncio.gather(offerer.gather(), answerer.gather())
+
+            def remote(t: BundleTransport) -> tuple[RTCIceParameters, RTCDtlsParameters]:
+                return t.local_ice, RTCDtlsParameters(fingerprints=t.local_dtls.fingerprints)
+
+            for local, other, role in (
+                (offerer, answerer, "server"),
+                (answerer, offerer, "client"),
+            ):
+                local.start(
+                    *remote(other),
+                    other.local_candidates,
+                    dtls_role=role,
+                    sctp_port=5000,
+                    sctp_max_message_size=262144,
+                    candidates_complete=True,
+                )
+            assert answerer.sctp is not None
+            answerer.sctp.on("datachannel", pair.channels.put_nowait)
+            while answerer.state != "connected" or offerer.state != "connected":
+                changed.clear()
+                await changed.wait()
+            yield pair
+    finally:
+        async with asyncio.timeout(10):
+            await offerer.stop()
+            await answerer.stop()
+
+
+class _Spy:
+    """Counts what a method returned, per result."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, cls: type, name: str) -> None:
+        self.results: dict[Any, int] = {}
+        original: Callable[..., Any] = getattr(cls, name)
+
+        def spy(*args: Any) -> Any:
+            result = original(*args)
+            key = result if isinstance(result, bool) else result is not None
+            self.results[key] = self.results.get(key, 0) + 1
+            return result
+
+        monkeypatch.setattr(cls, name, spy)
+
+
+async def _open(pair: _Pair) -> tuple[RTCDataChannel, RTCDataChannel, asyncio.Queue[bytes]]:
+    assert pair.offerer.sctp is not None
+    sent = RTCDataChannel(pair.offerer.sctp, RTCDataChannelParameters(label="bulk"))
+    received = await pair.channels.get()
+    if sent.readyState != "open":
+        opened = asyncio.Event()
+        sent.on("open", opened.set)
+        await opened.wait()
+    inbox: asyncio.Queue[bytes] = asyncio.Queue()
+    received.on("message", inbox.put_nowait)
+    return sent, received, inbox
+
+
+@pytest.mark.parametrize("lossy", [False, True])
+async def test_64_kib_messages_arrive_whole_and_in_order_through_the_fast_paths(
+    monkeypatch: pytest.MonkeyPatch, lossy: bool
+) -> None:
+    received_inline = _Spy(monkeypatch, seam.RawDtlsTransport, "receive_dtls")
+    sent_inline = _Spy(monkeypatch, seam.RawDtlsTransport, "send_data_now")
+    lone = _Spy(monkeypatch, seam.TunedSctpTransport, "_lone_data_chunk")
+    payloads = [seq.to_bytes(4, "big") + os.urandom(65536 - 4 - seq % 5) for seq in range(30)]
+    dropped = 0
+
+    def drop_some(datagram: bytes) -> bool:  # every 17th DTLS application-data record
+        nonlocal dropped
+        if datagram[0] != 23:
+            return True
+        drop_some.seen += 1  # type: ignore[attr-defined]
+        if drop_some.seen % 17:  # type: ignore[attr-defined]
+            return True
+        dropped += 1
+        return False
+
+    drop_some.seen = 0  # type: ignore[attr-defined]
+    async with _connected_pair() as pair, asyncio.timeout(60):
+        sent, _received, inbox = await _open(pair)
+        if lossy:
+            pair.answerer.set_receive_filter(drop_some)
+        for payload in payloads:
+            sent.send(payload)
+        for payload in payloads:
+            assert await inbox.get() == payload
+    assert received_inline.results.get(True, 0) > 30 * 56, received_inline.results
+    assert sent_inline.results.get(True, 0) > 30 * 56, sent_inline.results
+    assert lone.results.get(True, 0) > 30 * 55, lone.results
+    if lossy:
+        assert dropped >= 30 * 56 // 17
+
+
+async def test_a_handler_that_waits_keeps_later_packets_in_order() -> None:
+    async with _connected_pair() as pair, asyncio.timeout(30):
+        sent, _received, inbox = await _open(pair)
+        sctp = pair.answerer.sctp
+        assert isinstance(sctp, seam.TunedSctpTransport)
+        original = sctp._receive
+        waited = asyncio.Event()
+        backlogs: list[int] = []
+
+        async def slow_first(stream_id: int, pp_id: int, data: bytes) -> None:
+            if data[:1] == b"\x00" and not waited.is_set():
+                # the handler run by receive_dtls waits: later datagrams must queue
+                await asyncio.sleep(0.05)
+                # it was started by receive_dtls, which queued what came meanwhile
+                backlogs.append(len(pair.answerer.dtls._data_backlog or ()))
+                waited.set()
+            await original(stream_id, pp_id, data)
+
+        sctp._receive = slow_first  # type: ignore[method-assign]
+        payloads = [bytes([seq]) * (3000 + seq) for seq in range(20)]
+        for payload in payloads:
+            sent.send(payload)
+        got = [await inbox.get() for _ in payloads]
+        assert waited.is_set() and backlogs[0] > 0
+        assert got == payloads
+        assert pair.answerer.dtls._data_backlog is None
+
+
+async def test_a_message_starts_leaving_before_send_returns() -> None:
+    async with _connected_pair() as pair, asyncio.timeout(30):
+        sent, _received, inbox = await _open(pair)
+        sctp = pair.offerer.sctp
+        assert sctp is not None
+        before = pair.offerer.dtls.counters["packetsSent"]
+        sent.send(bytes(65536))
+        # no await in between: the first burst left on the caller's stack
+        after = pair.offerer.dtls.counters["packetsSent"]
+        # one Max.Burst, within the initial cwnd
+        assert after - before == min(4 * seam.SCTP_MAX_BURST_CALLS, seam.SCTP_INITIAL_CWND_PACKETS)
+        assert await inbox.get() == bytes(65536)
+
+
+def _packet(sctp: seam.TunedSctpTransport, *chunks: Any, tag: int | None = None) -> bytes:
+    verification_tag = sctp._local_verification_tag if tag is None else tag
+    header = pack("!HHL", 5000, 5000, verification_tag)
+    body = b"".join(bytes(chunk) for chunk in chunks)
+    checksum = crc32c(header + b"\x00\x00\x00\x00" + body)
+    return header + pack("<L", checksum) + body
+
+
+def _data(tsn: int, size: int) -> sctp_module.DataChunk:
+    chunk = sctp_module.DataChunk(flags=sctp_module.SCTP_DATA_FIRST_FRAG)
+    chunk.tsn, chunk.stream_id, chunk.stream_seq, chunk.protocol = tsn, 3, 7, 53
+    chunk.user_data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    return chunk
+
+
+async def test_lone_data_chunk_parses_what_parse_packet_parses_and_nothing_else() -> None:
+    dtls = RTCDtlsTransport(
+        RTCIceTransport(RTCIceGatherer(iceServers=[])), [RTCCertificate.generateCertificate()]
+    )
+    sctp = seam.TunedSctpTransport(dtls)
+    for size in (1, 3, 1000, sctp_module.USERDATA_MAX_LENGTH):
+        packet = _packet(sctp, _data(41, size))
+        chunk = sctp._lone_data_chunk(packet)
+        assert chunk is not None, size
+        (parsed,) = sctp_module.parse_packet(packet)[3]
+        assert isinstance(parsed, sctp_module.DataChunk)
+        for name in ("flags", "tsn", "stream_id", "stream_seq", "protocol", "user_data"):
+            assert getattr(chunk, name) == getattr(parsed, name), (size, name)
+    good = _packet(sctp, _data(41, 100))
+    corrupted = good[:-1] + bytes([good[-1] ^ 1])
+    sack = sctp_module.SackChunk()
+    sack.cumulative_tsn = 40
+    for packet in (
+        corrupted,  # bad checksum
+        _packet(sctp, _data(41, 100), tag=sctp._local_verification_tag + 1),
+        _packet(sctp, _data(41, 100), _data(42, 100)),  # two chunks: aiortc's parse
+        _packet(sctp, sack),
+        good[:20],
+    ):
+        assert sctp._lone_data_chunk(packet) is None
+
+
+def _dtls_pair() -> tuple[SSL.Connection, SSL.Connection]:
+    """Two pyOpenSSL DTLS connections (memory BIOs) after their handshake."""
+    profiles = SRTP_PROFILES
+    client = SSL.Connection(RTCCertificate.generateCertificate()._create_ssl_context(profiles))
+    server = SSL.Connection(RTCCertificate.generateCertificate()._create_ssl_context(profiles))
+    client.set_connect_state()
+    server.set_accept_state()
+    for _ in range(10):
+        for side in (client, server):
+            with contextlib.suppress(SSL.WantReadError):
+                side.do_handshake()
+        for source, target in ((client, server), (server, client)):
+            with contextlib.suppress(SSL.WantReadError):
+                target.bio_write(source.bio_read(65536))
+    return client, server
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_records_encrypt_and_decrypt_as_pyopenssl_and_raise_as_it(fast: bool) -> None:
+    client, server = _dtls_pair()
+    sender, receiver = seam._Records(client), seam._Records(server)
+    if not fast:  # as without pyOpenSSL's binding: its methods only
+        sender._ssl = receiver._ssl = None
+    packet = os.urandom(1189)
+    record = sender.encrypt(packet)
+    assert record[0] == 23 and not sender.output_pending()
+    assert receiver.decrypt(record) == packet
+    assert not receiver.output_pending()
+    with pytest.raises(SSL.WantReadError):  # a replayed record is dropped, as recv does
+        receiver.decrypt(record)
+    assert receiver.decrypt(sender.encrypt(b"next")) == b"next"
+    client.shutdown()
+    assert sender.output_pending()
+    alert = sender.output()
+    with pytest.raises(SSL.ZeroReturnError):
+        receiver.decrypt(alert)
+
+
+async def test_t3_restarted_on_each_sack_expires_one_rto_after_the_last_restart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    expired = asyncio.Event()
+    expired_at: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    def record(self: sctp_module.RTCSctpTransport) -> None:
+        self._t3_handle = None
+        expired_at.append(loop.time())
+        expired.set()
+
+    monkeypatch.setattr(sctp_module.RTCSctpTransport, "_t3_expired", record)
+    dtls = RTCDtlsTransport(
+        RTCIceTransport(RTCIceGatherer(iceServers=[])), [RTCCertificate.generateCertificate()]
+    )
+    sctp = seam.TunedSctpTransport(dtls)
+    sctp._rto = 0.05
+    sctp._t3_start()
+    armed = sctp._t3_handle
+    started = loop.time()
+    await asyncio.sleep(0.03)
+    restarted = loop.time()
+    sctp._t3_restart()
+    assert sctp._t3_handle is armed, "the armed timer is kept"
+    async with asyncio.timeout(5):
+        await expired.wait()
+    assert expired_at[0] >= restarted + 0.05 - 0.002, (started, restarted, expired_at)
+    # a restart with a shorter RTO re-arms earlier, and a cancel stops it for good
+    expired.clear()
+    sctp._t3_start()
+    sctp._rto = 0.01
+    sctp._t3_restart()
+    async with asyncio.timeout(5):
+        await expired.wait()
+    sctp._t3_start()
+    sctp._t3_restart()
+    sctp._t3_cancel()
+    assert sctp._t3_handle is None and sctp._t3_deadline == 0.0
