@@ -108,7 +108,9 @@ async def test_sora_async_sends_640x480_video_and_a_tone_to_sora_sdk(official_cl
             asyncio.create_task(feed_tone(audio)),
         ]
         try:
-            async with asyncio.timeout(30), sender:
+            # the waits below add up to 26 s on their own; the rest is connect and
+            # disconnect, which a loaded machine stretches (a 30 s budget ran out once)
+            async with asyncio.timeout(45), sender:
                 first = await receiver.wait_for("video_counter", timeout=15)
                 # Let the first second (key frame, bandwidth ramp-up) pass, then measure 5 s.
                 await asyncio.sleep(1.0)
