@@ -293,6 +293,13 @@ def machine_info() -> dict[str, Any]:
     except ImportError:
         info["ffmpeg"] = "?"
     try:
+        # sora_async converts BGR -> I420 with the system's libyuv when it has one
+        from sora_async.frames import libyuv_available
+
+        info["libyuv"] = libyuv_available()
+    except ImportError:
+        pass
+    try:
         info["load_avg"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         pass
@@ -305,5 +312,6 @@ def machine_line(info: Mapping[str, Any]) -> str:
         f"{info.get('date')}; {info.get('cpu')}, {info.get('cores')} cores; "
         f"Python {info.get('python')}; PyAV {info.get('av')} (FFmpeg {info.get('ffmpeg')}); "
         f"aiortc {info.get('aiortc')}; sora_sdk {info.get('sora_sdk')}"
+        + (f"; libyuv {'yes' if info['libyuv'] else 'no'}" if "libyuv" in info else "")
         + (f"; load average at start {load}" if load else "")
     )

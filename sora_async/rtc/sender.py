@@ -62,6 +62,7 @@ from av.video.reformatter import VideoReformatter
 from ..codecs.base import EncodedFrame, Encoder, Packetizer
 from ..codecs.registry import create_packetizer
 from ..enums import DegradationPreference
+from ..frames import reformat_with
 from ..transform import TransformPipeline
 from ._workers import CodecJobs, Mailbox, random_ssrc
 from .congestion import allocate_simulcast, simulcast_limits
@@ -340,8 +341,14 @@ class SendLayer:
             if (width, height) != (frame.width, frame.height) or target_format:
                 # A reformatter of our own: PyAV caches one per frame, and the
                 # layers of a simulcast sender scale the same frame in parallel.
-                frame = self.reformatter.reformat(
-                    frame, width=width, height=height, format=target_format, threads=1
+                # BGR -> I420 without scaling goes through libyuv where available.
+                frame = reformat_with(
+                    self.reformatter,
+                    frame,
+                    width=width,
+                    height=height,
+                    format=target_format,
+                    threads=1,
                 )
             elif len(self.sender.layers) > 1:
                 # Encoders write pts/pict_type into the frame: other layers share it.
