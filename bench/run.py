@@ -191,6 +191,25 @@ async def worker(client: str, config: dict[str, Any], grace: float = 30.0) -> As
         await w.close(grace)
 
 
+async def run_case(
+    results: Results,
+    scenario: str,
+    case: str,
+    client: str,
+    config: dict[str, Any],
+    within: float,
+    grace: float = 30.0,
+) -> dict[str, Any] | None:
+    """One worker run to its ``result`` event (within ``within`` s); a failed run is
+    recorded in ``results`` and gives None."""
+    try:
+        async with worker(client, config, grace) as running:
+            return await running.wait_event("result", within)
+    except WorkerError as exc:
+        results.error(scenario, case, client, exc)
+        return None
+
+
 class DevServerProcess:
     """``python -m sora_async.devserver --port 0`` in its own process."""
 
@@ -290,11 +309,10 @@ async def scenario_sendonly(s: Settings, results: Results) -> None:
                     "measure_s": s.measure_s,
                     "hard_timeout_s": s.warmup_s + s.measure_s + 90,
                 }
-                try:
-                    async with worker(client, config) as w_:
-                        result = await w_.wait_event("result", s.warmup_s + s.measure_s + 80)
-                except WorkerError as exc:
-                    results.error("sendonly", case, client, exc)
+                result = await run_case(
+                    results, "sendonly", case, client, config, s.warmup_s + s.measure_s + 80
+                )
+                if result is None:
                     continue
                 results.add("sendonly", case, client, rep, result)
                 log(
@@ -335,13 +353,11 @@ async def scenario_recvonly(s: Settings, results: Results) -> None:
                             "measure_s": s.measure_s,
                             "hard_timeout_s": s.warmup_s + s.measure_s + 90,
                         }
-                        try:
-                            async with worker(client, config) as receiving:
-                                result = await receiving.wait_event(
-                                    "result", s.warmup_s + s.measure_s + 80
-                                )
-                        except WorkerError as exc:
-                            results.error("recvonly", case, client, exc)
+                        result = await run_case(
+                            results, "recvonly", case, client, config,
+                            s.warmup_s + s.measure_s + 80,
+                        )  # fmt: skip
+                        if result is None:
                             continue
                         results.add("recvonly", case, client, rep, result)
                         log(
@@ -421,11 +437,10 @@ async def scenario_connect(s: Settings, results: Results) -> None:
                 "hard_timeout_s": 30 * s.connect_count + 60,
             }
             case = f"recvonly, median of {s.connect_count}"
-            try:
-                async with worker(client, config) as w:
-                    result = await w.wait_event("result", 25 * s.connect_count + 30)
-            except WorkerError as exc:
-                results.error("connect", case, client, exc)
+            result = await run_case(
+                results, "connect", case, client, config, 25 * s.connect_count + 30
+            )
+            if result is None:
                 continue
             metrics = {
                 "connect_p50_ms": 1000 * (report.median(result["connect_s"]) or 0),
@@ -515,13 +530,11 @@ async def scenario_scale(s: Settings, results: Results) -> None:
                             "hard_timeout_s": 2 * n + s.warmup_s + s.measure_s + 150,
                         }
                         case = f"N={n} recvonly, VP8 320x240 + Opus"
-                        try:
-                            async with worker(client, config, grace=60) as w:
-                                result = await w.wait_event(
-                                    "result", 2 * n + s.warmup_s + s.measure_s + 120
-                                )
-                        except WorkerError as exc:
-                            results.error("scale", case, client, exc)
+                        result = await run_case(
+                            results, "scale", case, client, config,
+                            2 * n + s.warmup_s + s.measure_s + 120, grace=60,
+                        )  # fmt: skip
+                        if result is None:
                             held[client][n] = False
                             continue
                         results.add("scale", case, client, rep, result)
@@ -554,11 +567,8 @@ async def scenario_raw(s: Settings, results: Results) -> None:
             "hard_timeout_s": 300,
         }
         for rep in range(s.reps):
-            try:
-                async with worker(report.PYAV, config) as w_:
-                    result = await w_.wait_event("result", 280)
-            except WorkerError as exc:
-                results.error("raw", case, report.PYAV, exc)
+            result = await run_case(results, "raw", case, report.PYAV, config, 280)
+            if result is None:
                 continue
             results.add("raw", case, report.PYAV, rep, result)
             log(

@@ -111,7 +111,7 @@ import pylibsrtp
 from aioice.candidate import candidate_foundation, candidate_priority
 from aiortc import clock
 from aiortc.rtcdatachannel import RTCDataChannel
-from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint, RTCDtlsTransport
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
 from aiortc.rtcsctptransport import (
@@ -165,6 +165,14 @@ class ReusableCertificate(RTCCertificate):
     def __init__(self, key: Any, cert: Any) -> None:
         super().__init__(key=key, cert=cert)
         self._contexts: dict[tuple[bytes, ...], SSL.Context] = {}
+        self._fingerprints: list[RTCDtlsFingerprint] | None = None
+
+    def getFingerprints(self) -> list[RTCDtlsFingerprint]:
+        # asked several times per connection (answer, stats, DTLS validation): the
+        # certificate never changes, its hashes are computed once
+        if self._fingerprints is None:
+            self._fingerprints = super().getFingerprints()
+        return list(self._fingerprints)
 
     def _create_ssl_context(self, srtp_profiles: list[Any]) -> SSL.Context:
         profiles = tuple(profile.openssl_profile for profile in srtp_profiles)

@@ -17,6 +17,7 @@ official client): snake_case keys, ``audio``/``video`` as ``true``/``false``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -399,8 +400,10 @@ def sora_client() -> str:
     return f"sora_async {__version__}"
 
 
+@functools.cache
 def libwebrtc() -> str:
     """``libwebrtc``: the WebRTC stack in use, e.g. ``"aiortc 1.16.0"``."""
+    # cached: reading the installed metadata took ~0.3 ms of every Connection()
     try:
         return f"aiortc {importlib_metadata.version('aiortc')}"
     except importlib_metadata.PackageNotFoundError:  # pragma: no cover - aiortc is a dependency

@@ -463,6 +463,9 @@ def test_one_certificate_and_one_openssl_context_serve_every_transport() -> None
     first = BundleTransport(on_state=lambda state: None)
     second = BundleTransport(on_state=lambda state: None)
     assert first.local_dtls.fingerprints == second.local_dtls.fingerprints
+    assert first.local_dtls.fingerprints == RTCCertificate.getFingerprints(
+        seam.shared_certificate()
+    )
     certificate = seam.shared_certificate()
     context = certificate._create_ssl_context(SRTP_PROFILES)
     assert certificate._create_ssl_context(SRTP_PROFILES) is context
