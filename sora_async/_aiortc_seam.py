@@ -207,6 +207,19 @@ def shared_certificate() -> ReusableCertificate:
     return _shared_certificate
 
 
+def _run_until_it_waits(coro: Coroutine[Any, Any, None], what: str) -> tuple[bool, Any]:
+    """Run a packet handler's coroutine on the caller's stack until it first waits:
+    ``(True, None)`` when it finished (or failed, logged), else ``(False, what it
+    waits on)`` for :func:`_resume` to take over."""
+    try:
+        return False, coro.send(None)
+    except StopIteration:
+        return True, None
+    except Exception:
+        logger.exception("handling %s failed", what)
+        return True, None
+
+
 class RawDtlsTransport(RTCDtlsTransport):
     """A DTLS transport that hands decrypted RTP/RTCP to callbacks, unparsed.
 
@@ -241,12 +254,8 @@ class RawDtlsTransport(RTCDtlsTransport):
         coro = self._unprotected(data, arrival_ms)
         if coro is None:
             return True
-        try:
-            waiting_on = coro.send(None)
-        except StopIteration:
-            return True
-        except Exception:
-            logger.exception("handling an SRTP packet failed")
+        finished, waiting_on = _run_until_it_waits(coro, "an SRTP packet")
+        if finished:
             return True
         self._backlog = collections.deque()
         self._backlog_task = asyncio.ensure_future(self._finish(coro, waiting_on))
@@ -446,12 +455,8 @@ class RawDtlsTransport(RTCDtlsTransport):
         if not plain:
             return True
         coro = receiver._handle_data(plain)
-        try:
-            waiting_on = coro.send(None)
-        except StopIteration:
-            return True
-        except Exception:
-            logger.exception("handling an SCTP packet failed")
+        finished, waiting_on = _run_until_it_waits(coro, "an SCTP packet")
+        if finished:
             return True
         self._data_backlog = collections.deque()
         self._data_backlog_task = asyncio.ensure_future(self._finish_data(coro, waiting_on))
