@@ -159,6 +159,23 @@ def vp8_codec(feedback: tuple[str, ...] = ("goog-remb", "ccm fir", "nack", "nack
     )
 
 
+def opus_codec() -> Any:
+    """A negotiated Opus (PT 111, stereo, no feedback), as :func:`vp8_codec`."""
+    from sora_async.rtc.sdp import NegotiatedCodec
+
+    return NegotiatedCodec(
+        payload_type=111,
+        name="OPUS",
+        kind="audio",
+        rtpmap="opus/48000/2",
+        clock_rate=48000,
+        channels=2,
+        fmtp={},
+        fmtp_line=None,
+        feedback=[],
+    )
+
+
 class QueueSource(MediaStreamTrack):
     """A video source the test feeds frame by frame."""
 

@@ -27,20 +27,9 @@ from sora_async.codecs.base import EncodedFrame
 from sora_async.codecs.opus import OpusDecoder, OpusEncoder
 from sora_async.frames import reformat_video
 from sora_async.rtc.receiver import RemoteTrack, RtpReceiver
-from sora_async.rtc.sdp import NegotiatedCodec
-from tests.rtc_support import vp8_codec
+from tests.rtc_support import opus_codec, vp8_codec
 
-OPUS = NegotiatedCodec(
-    payload_type=111,
-    name="OPUS",
-    kind="audio",
-    rtpmap="opus/48000/2",
-    clock_rate=48000,
-    channels=2,
-    fmtp={},
-    fmtp_line=None,
-    feedback=[],
-)
+OPUS = opus_codec()
 VP8 = vp8_codec()
 AMPLITUDE = 10000
 
