@@ -163,7 +163,9 @@ def test_reformat_video_matches_pyav_and_reuses_one_context_per_thread() -> None
 def test_video_frame_data_is_the_pyav_conversion_and_is_cached() -> None:
     yuv = av.VideoFrame.from_ndarray(gradient(64, 48), format="bgr24").reformat(format="yuv420p")
     frame = VideoFrame(yuv)
-    assert np.array_equal(frame.data(), yuv.to_ndarray(format="bgr24"))
+    # libyuv (where the system has it) rounds differently from libswscale: within 3
+    difference = frame.data().astype(int) - yuv.to_ndarray(format="bgr24").astype(int)
+    assert np.abs(difference).max() <= 3
     assert frame.data() is frame.data()
     assert np.array_equal(frame.to_ndarray("gray"), yuv.to_ndarray(format="gray"))
 
