@@ -144,28 +144,7 @@ def bgr24_to_i420(frame: av.VideoFrame) -> av.VideoFrame | None:
     convert = _load_libyuv()
     if convert is None or frame.format.name != "bgr24":
         return None
-    width, height = frame.width, frame.height
-    out = av.VideoFrame(width=width, height=height, format="yuv420p")
-    src = frame.planes[0]
-    y, u, v = out.planes
-    status = convert(
-        src.buffer_ptr,
-        src.line_size,
-        y.buffer_ptr,
-        y.line_size,
-        u.buffer_ptr,
-        u.line_size,
-        v.buffer_ptr,
-        v.line_size,
-        width,
-        height,
-    )
-    if status != 0:  # pragma: no cover - libyuv refuses only bad arguments
-        return None
-    out.pts = frame.pts
-    if frame.time_base is not None:
-        out.time_base = frame.time_base
-    return out
+    return _libyuv_convert_frame(convert, frame, "yuv420p")
 
 
 def i420_to_bgr24(frame: av.VideoFrame, format: str = "bgr24") -> av.VideoFrame | None:
@@ -185,24 +164,21 @@ def i420_to_bgr24(frame: av.VideoFrame, format: str = "bgr24") -> av.VideoFrame 
         or frame.color_range not in _LIMITED_RANGES
     ):
         return None
-    width, height = frame.width, frame.height
-    out = av.VideoFrame(width=width, height=height, format=format)
-    y, u, v = frame.planes
-    dst = out.planes[0]
-    status = convert(
-        y.buffer_ptr,
-        y.line_size,
-        u.buffer_ptr,
-        u.line_size,
-        v.buffer_ptr,
-        v.line_size,
-        dst.buffer_ptr,
-        dst.line_size,
-        width,
-        height,
-    )
-    if status != 0:  # pragma: no cover - libyuv refuses only bad arguments
-        return None
+    return _libyuv_convert_frame(convert, frame, format)
+
+
+def _libyuv_convert_frame(
+    convert: Callable[..., int], frame: av.VideoFrame, format: str
+) -> av.VideoFrame | None:
+    """``frame`` converted into a new frame of ``format`` and the same size by a libyuv
+    function taking (pointer, stride) per source plane, then per target plane, then
+    width and height; ``pts`` and ``time_base`` kept. None if libyuv refused."""
+    out = av.VideoFrame(width=frame.width, height=frame.height, format=format)
+    arguments: list[int] = []
+    for plane in (*frame.planes, *out.planes):
+        arguments += (plane.buffer_ptr, plane.line_size)
+    if convert(*arguments, frame.width, frame.height) != 0:  # pragma: no cover
+        return None  # libyuv refuses only bad arguments
     out.pts = frame.pts
     if frame.time_base is not None:
         out.time_base = frame.time_base
