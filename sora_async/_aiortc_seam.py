@@ -245,8 +245,7 @@ class RawDtlsTransport(RTCDtlsTransport):
         srtp = self._rx_srtp
         if srtp is None or self._state != DtlsState.CONNECTED:
             return False
-        self._RTCDtlsTransport__rx_bytes += len(data)  # type: ignore[attr-defined]
-        self._RTCDtlsTransport__rx_packets += 1  # type: ignore[attr-defined]
+        self._count_received(len(data))
         arrival_ms = clock.current_ms()
         if self._backlog is not None:
             self._backlog.append((data, arrival_ms))
@@ -315,21 +314,21 @@ class RawDtlsTransport(RTCDtlsTransport):
         srtp = self._tx_srtp
         if srtp is None or self._state != DtlsState.CONNECTED:
             return False
-        connection = getattr(self.transport, "_connection", None)
-        pair = connection._nominated.get(1) if connection is not None else None
-        if pair is None:
+        sink = self._datagram_sink()
+        if sink is None:
             return None
-        protocol = pair.protocol
-        if type(protocol).send_data is not aioice.ice.StunProtocol.send_data:
-            return None
-        transport = protocol.transport
-        if transport is None:
-            return None
-        data = srtp.protect_rtcp(data) if is_rtcp(data) else srtp.protect(data)
-        transport.sendto(data, pair.remote_addr)
+        self._send_datagram(sink, srtp.protect_rtcp(data) if is_rtcp(data) else srtp.protect(data))
+        return True
+
+    def _send_datagram(self, sink: tuple[asyncio.DatagramTransport, Any], data: bytes) -> None:
+        """``sendto`` on the selected pair's socket, counted as aiortc counts."""
+        sink[0].sendto(data, sink[1])
         self._RTCDtlsTransport__tx_bytes += len(data)  # type: ignore[attr-defined]
         self._RTCDtlsTransport__tx_packets += 1  # type: ignore[attr-defined]
-        return True
+
+    def _count_received(self, size: int) -> None:
+        self._RTCDtlsTransport__rx_bytes += size  # type: ignore[attr-defined]
+        self._RTCDtlsTransport__rx_packets += 1  # type: ignore[attr-defined]
 
     # --- DTLS application data (SCTP) -------------------------------------
     #
@@ -381,9 +380,7 @@ class RawDtlsTransport(RTCDtlsTransport):
             return False
         record = records.encrypt(data)
         if record:
-            sink[0].sendto(record, sink[1])
-            self._RTCDtlsTransport__tx_bytes += len(record)  # type: ignore[attr-defined]
-            self._RTCDtlsTransport__tx_packets += 1  # type: ignore[attr-defined]
+            self._send_datagram(sink, record)
         return True
 
     def _records(self) -> _Records | None:
@@ -405,9 +402,7 @@ class RawDtlsTransport(RTCDtlsTransport):
             return
         record = records.output()
         if record:
-            sink[0].sendto(record, sink[1])
-            self._RTCDtlsTransport__tx_bytes += len(record)  # type: ignore[attr-defined]
-            self._RTCDtlsTransport__tx_packets += 1  # type: ignore[attr-defined]
+            self._send_datagram(sink, record)
 
     async def _write_ssl(self) -> None:
         # aiortc's, minus aioice's two coroutine layers where they only call sendto
@@ -439,8 +434,7 @@ class RawDtlsTransport(RTCDtlsTransport):
             return False
         backlog = self._data_backlog
         if backlog is not None:  # a handler run from here waits: keep the order
-            self._RTCDtlsTransport__rx_bytes += size  # type: ignore[attr-defined]
-            self._RTCDtlsTransport__rx_packets += 1  # type: ignore[attr-defined]
+            self._count_received(size)
             backlog.append(data)
             return True
         if getattr(receiver, "receiving", True) or not self._ice_queue_empty():
@@ -448,8 +442,7 @@ class RawDtlsTransport(RTCDtlsTransport):
         sink = self._datagram_sink()
         if sink is None:  # a TURN relay: its sends may wait
             return False
-        self._RTCDtlsTransport__rx_bytes += size  # type: ignore[attr-defined]
-        self._RTCDtlsTransport__rx_packets += 1  # type: ignore[attr-defined]
+        self._count_received(size)
         plain = self._decrypt(data)
         self._flush_ssl(sink)
         if not plain:
