@@ -715,8 +715,9 @@ class RtpReceiver:
             self._needs_keyframe = False
         if self._jobs.inline and not self._queue:
             # Audio decodes inline (Opus: tens of µs, less than a pool round trip); with
-            # nothing queued that keeps the order.
-            self._decode_inline(stream, frame)
+            # nothing queued that keeps the order. The outcome is handled as a pool job's.
+            done = functools.partial(self._decoded, stream, frame)
+            self._jobs.start(done, self._decode, stream.codec, frame)
             return
         if len(self._queue) >= self._queue.capacity:
             stream.frames_dropped += 1
@@ -762,20 +763,6 @@ class RtpReceiver:
                 logger.error("mid %s: decoder failed", self.mid, exc_info=value)
         finally:
             self._next_decode()
-
-    def _decode_inline(self, stream: InboundStream, frame: EncodedFrame) -> None:
-        try:
-            decoded, prepared, elapsed = self._decode(stream.codec, frame)
-        except DecodeError as exc:
-            stream.decode_errors += 1
-            logger.debug("mid %s: %s", self.mid, exc)
-            return
-        except Exception:
-            logger.exception("mid %s: decoder failed", self.mid)
-            stream.decode_errors += 1
-            return
-        stream.total_decode_time += elapsed
-        self._deliver(stream, frame, decoded, prepared)
 
     async def _send_nack(self, stream: InboundStream, lost: Sequence[int]) -> None:
         stream.nack_count += 1
