@@ -90,22 +90,28 @@ class _AudioPump:
             channels = self.output_channels or 2
             self._untap = tap(self._tapped_frame, self._tapped_end, audio_format=(rate, channels))
 
-    def _tapped_frame(self, frame: Any) -> None:
-        if self._done:
-            return
+    def _take(self, frame: Any) -> None:
+        """Convert one frame from the track and deliver it (conversion errors raise)."""
         if not isinstance(frame, av.AudioFrame):
             logger.warning("%s: ignoring %s from the track", self._owner, type(frame).__name__)
             return
+        pcm, rate = self._converter.convert(frame)
+        if len(pcm):
+            self._deliver(pcm, rate, capture_timestamp_ms(frame))
+
+    def _tapped_frame(self, frame: Any) -> None:
+        if self._done:
+            return
         try:
-            pcm, rate = self._converter.convert(frame)
-            if len(pcm):
-                self._deliver(pcm, rate, capture_timestamp_ms(frame))
+            self._take(frame)
         except Exception:
             logger.exception("%s: converting the track's audio failed", self._owner)
 
     def _tapped_end(self) -> None:
-        if self._done:
-            return
+        if not self._done:
+            self._end()
+
+    def _end(self) -> None:
         self._done = True
         self._changed.notify()
         self._track_ended()
@@ -113,14 +119,7 @@ class _AudioPump:
     async def _pump(self) -> None:
         try:
             while True:
-                frame = await self.track.recv()
-                if not isinstance(frame, av.AudioFrame):
-                    kind = type(frame).__name__
-                    logger.warning("%s: ignoring %s from the track", self._owner, kind)
-                    continue
-                pcm, rate = self._converter.convert(frame)
-                if len(pcm):
-                    self._deliver(pcm, rate, capture_timestamp_ms(frame))
+                self._take(await self.track.recv())
         except MediaStreamError:
             pass
         except asyncio.CancelledError:
@@ -128,9 +127,7 @@ class _AudioPump:
         except Exception:
             logger.exception("%s: reading the track failed", self._owner)
         finally:
-            self._done = True
-            self._changed.notify()
-            self._track_ended()
+            self._end()
 
     def _deliver(self, pcm: np.ndarray, rate: int, ts_ms: int | None) -> None:
         raise NotImplementedError
