@@ -2,9 +2,9 @@
 
 libwebrtc's ``PacingController`` sends at ``pacing_factor`` (2.5) times the
 target bit rate; a 30 kB key frame at 300 kbps then takes ~320 ms on the wire
-instead of leaving in one burst that overflows the bottleneck queue. Here the
-senders await :meth:`Pacer.wait` before each video packet: it reserves the
-packet's slot on the budget and sleeps until that slot. Audio is not paced
+instead of leaving in one burst that overflows the bottleneck queue. Here each
+video packet reserves its slot on the budget (:meth:`Pacer.reserve`, through
+``TransportCongestion.pace``) and the sender sleeps until that slot. Audio is not paced
 (libwebrtc gives it priority). A queue longer than ``max_queue`` seconds is
 not allowed to build: the slot is moved forward (libwebrtc raises the pacing
 rate so that the queue drains within its ``max_queue_time``).
@@ -19,7 +19,6 @@ the window, every packet still waits for its slot.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 #: libwebrtc ``kDefaultPacingFactor``.
@@ -56,13 +55,6 @@ class Pacer:
         self.total_delay += delay
         self.packets += 1
         return delay
-
-    async def wait(self, size: int) -> None:
-        """Reserve ``size`` bytes and sleep until the slot unless it is within the
-        burst window."""
-        delay = self.reserve(size)
-        if delay > BURST_WINDOW:
-            await asyncio.sleep(delay)
 
 
 __all__ = ["BURST_WINDOW", "PACING_FACTOR", "Pacer"]
