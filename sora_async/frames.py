@@ -53,10 +53,9 @@ _reformatters = threading.local()
 # present, libswscale otherwise. ``SORA_ASYNC_LIBYUV=0`` turns it off.
 
 _LibyuvConvert = Callable[..., int]
-_libyuv_convert: _LibyuvConvert | None = None
-# Packed-RGB target format -> libyuv's I420 -> packed converter for it.
-_libyuv_from_i420: dict[str, _LibyuvConvert] = {}
-_libyuv_loaded = False
+#: libyuv's converters by (target, source) pixel format; None until looked up, then
+#: empty where the system has no libyuv (or it is turned off).
+_libyuv_functions: dict[tuple[str, str], _LibyuvConvert] | None = None
 _libyuv_lock = threading.Lock()
 
 # --- I420 -> BGR through libyuv (the receive side) ------------------------------------
@@ -83,55 +82,48 @@ _BT601_COLORSPACES = frozenset({2, 5, 6})
 _LIMITED_RANGES = frozenset({0, 1})
 
 
-def _load_libyuv() -> _LibyuvConvert | None:
-    global _libyuv_convert, _libyuv_from_i420, _libyuv_loaded
-    if _libyuv_loaded:
-        return _libyuv_convert
+def _libyuv() -> dict[tuple[str, str], _LibyuvConvert]:
+    """The system's libyuv converters, loaded on first use."""
+    global _libyuv_functions
+    functions = _libyuv_functions
+    if functions is not None:
+        return functions
     with _libyuv_lock:
-        if _libyuv_loaded:
-            return _libyuv_convert
-        convert = None
-        from_i420: dict[str, _LibyuvConvert] = {}
-        if os.environ.get("SORA_ASYNC_LIBYUV", "1") != "0":
-            for name in (ctypes.util.find_library("yuv"), "libyuv.so.0", "libyuv.so"):
-                if not name:
-                    continue
-                try:
-                    library = ctypes.CDLL(name)
-                    function = library.RGB24ToI420
-                    # libyuv names packed formats by little-endian words: its "RGB24"
-                    # is B, G, R in memory (FFmpeg's bgr24), its "RAW" R, G, B (rgb24).
-                    to_bgr, to_rgb = library.I420ToRGB24, library.I420ToRAW
-                except (OSError, AttributeError):
-                    continue
-                pointer, integer = ctypes.c_void_p, ctypes.c_int
-                # RGB24ToI420: src, src_stride, y, y_stride, u, u_stride, v, v_stride,
-                # width, height; I420ToRGB24: y, y_stride, u, u_stride, v, v_stride,
-                # dst, dst_stride, width, height (the same argument types).
-                for f in (function, to_bgr, to_rgb):
-                    f.argtypes = [
-                        pointer, integer, pointer, integer, pointer, integer, pointer, integer,
-                        integer, integer,
-                    ]  # fmt: skip
-                    f.restype = integer
-                convert = function
-                from_i420 = {"bgr24": to_bgr, "rgb24": to_rgb}
-                logger.debug("BGR <-> I420 with libyuv (%s)", name)
-                break
-        _libyuv_convert = convert
-        _libyuv_from_i420 = from_i420
-        _libyuv_loaded = True
-    return _libyuv_convert
-
-
-def _load_libyuv_from_i420(format: str) -> _LibyuvConvert | None:
-    _load_libyuv()
-    return _libyuv_from_i420.get(format)
+        if _libyuv_functions is None:
+            found: dict[tuple[str, str], Any] = {}  # ctypes functions
+            if os.environ.get("SORA_ASYNC_LIBYUV", "1") != "0":
+                for name in (ctypes.util.find_library("yuv"), "libyuv.so.0", "libyuv.so"):
+                    if not name:
+                        continue
+                    try:
+                        library = ctypes.CDLL(name)
+                        # libyuv names packed formats by little-endian words: its
+                        # "RGB24" is B, G, R in memory (FFmpeg's bgr24), "RAW" R, G, B.
+                        found = {
+                            ("yuv420p", "bgr24"): library.RGB24ToI420,
+                            ("bgr24", "yuv420p"): library.I420ToRGB24,
+                            ("rgb24", "yuv420p"): library.I420ToRAW,
+                        }
+                    except (OSError, AttributeError):
+                        continue
+                    pointer, integer = ctypes.c_void_p, ctypes.c_int
+                    # (pointer, stride) per source plane, then per target plane, then
+                    # width, height: four pairs in both directions.
+                    for function in found.values():
+                        function.argtypes = [
+                            pointer, integer, pointer, integer, pointer, integer, pointer,
+                            integer, integer, integer,
+                        ]  # fmt: skip
+                        function.restype = integer
+                    logger.debug("BGR <-> I420 with libyuv (%s)", name)
+                    break
+            _libyuv_functions = found
+        return _libyuv_functions
 
 
 def libyuv_available() -> bool:
     """True when BGR <-> I420 conversions go through the system's libyuv."""
-    return _load_libyuv() is not None
+    return bool(_libyuv())
 
 
 def bgr24_to_i420(frame: av.VideoFrame) -> av.VideoFrame | None:
@@ -141,8 +133,8 @@ def bgr24_to_i420(frame: av.VideoFrame) -> av.VideoFrame | None:
     The new frame keeps ``pts`` and ``time_base``, as ``VideoFrame.reformat`` does.
     ctypes releases the GIL for the call.
     """
-    convert = _load_libyuv()
-    if convert is None or frame.format.name != "bgr24":
+    convert = _libyuv().get(("yuv420p", frame.format.name))
+    if convert is None:
         return None
     return _libyuv_convert_frame(convert, frame, "yuv420p")
 
@@ -156,7 +148,7 @@ def i420_to_bgr24(frame: av.VideoFrame, format: str = "bgr24") -> av.VideoFrame 
     The new frame keeps ``pts`` and ``time_base``, as ``VideoFrame.reformat`` does.
     ctypes releases the GIL for the call.
     """
-    convert = _load_libyuv_from_i420(format)
+    convert = _libyuv().get((format, "yuv420p"))
     if (
         convert is None
         or frame.format.name != "yuv420p"
@@ -186,9 +178,6 @@ def _libyuv_convert_frame(
 
 
 _LIBYUV_KWARGS = frozenset({"format", "width", "height", "threads", "interpolation"})
-# (target, source) pixel formats libyuv converts; rgb24 too, so that ``to_ndarray
-# ("rgb24")`` stays the exact channel reverse of ``data()``.
-_LIBYUV_PAIRS = frozenset({("yuv420p", "bgr24"), ("bgr24", "yuv420p"), ("rgb24", "yuv420p")})
 
 
 def reformat_with(
@@ -197,10 +186,11 @@ def reformat_with(
     """``reformatter.reformat(frame, **kwargs)``, except that a bgr24 -> yuv420p or
     yuv420p -> bgr24/rgb24 conversion with no scaling goes through libyuv where
     available (see above)."""
+    # rgb24 goes through libyuv too, so that ``to_ndarray("rgb24")`` stays the exact
+    # channel reverse of ``data()``
     target = kwargs.get("format")
-    source = frame.format.name
     if (
-        (target, source) in _LIBYUV_PAIRS
+        (target, frame.format.name) in _libyuv()
         and kwargs.get("width") in (None, frame.width)
         and kwargs.get("height") in (None, frame.height)
         and kwargs.keys() <= _LIBYUV_KWARGS

@@ -80,9 +80,7 @@ def test_reformat_with_falls_back_to_the_reformatter() -> None:
 
 def test_libyuv_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SORA_ASYNC_LIBYUV", "0")
-    monkeypatch.setattr(frames, "_libyuv_loaded", False)
-    monkeypatch.setattr(frames, "_libyuv_convert", None)
-    monkeypatch.setattr(frames, "_libyuv_from_i420", {})
+    monkeypatch.setattr(frames, "_libyuv_functions", None)  # looked up again
     assert not libyuv_available()
     source = av.VideoFrame.from_numpy_buffer(_image(64, 48), format="bgr24")
     assert bgr24_to_i420(source) is None
