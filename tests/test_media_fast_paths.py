@@ -15,6 +15,7 @@ Every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from typing import Any
@@ -27,7 +28,7 @@ from sora_async import VideoSource
 from sora_async.codecs import EncoderSettings, create_encoder
 from sora_async.codecs.base import EncodedFrame
 from sora_async.frames import VideoFrame, libyuv_available, reformat_video
-from sora_async.rtc._workers import CodecJobs, CodecPool, codec_pool
+from sora_async.rtc._workers import CodecJobs, CodecPool, codec_pool, settle
 from sora_async.rtc.sdp import NegotiatedCodec
 from sora_async.rtc.sender import EncodingParameters, RtpSender, SendLayer
 from tests.rtc_support import vp8_codec
@@ -80,7 +81,8 @@ async def test_many_receivers_at_once_all_get_their_results_from_a_bounded_pool(
     for index, jobs in enumerate(owners):
         future: asyncio.Future[Any] = loop.create_future()
         jobs._running += 1
-        pool.submit(lambda i=index: (time.sleep(0.001), i)[1], (), future, jobs)
+        done = functools.partial(settle, future)
+        pool.submit(lambda i=index: (time.sleep(0.001), i)[1], (), done, jobs, loop)
         futures.append(future)
     async with asyncio.timeout(10):
         results = await asyncio.gather(*futures)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import os
 import queue
@@ -39,16 +40,14 @@ class _Completions:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = weakref.ref(loop)
-        self._items: collections.deque[
-            tuple[asyncio.Future[Any] | Completion, CodecJobs, bool, Any]
-        ] = collections.deque()
+        self._items: collections.deque[tuple[Completion, CodecJobs, bool, Any]] = (
+            collections.deque()
+        )
         self._scheduled = False
 
-    def post(
-        self, future: asyncio.Future[Any] | Completion, jobs: CodecJobs, ok: bool, value: Any
-    ) -> None:
-        """Called on a worker thread when a job ended (``future``: or a completion callback)."""
-        self._items.append((future, jobs, ok, value))
+    def post(self, done: Completion, jobs: CodecJobs, ok: bool, value: Any) -> None:
+        """Called on a worker thread when a job ended."""
+        self._items.append((done, jobs, ok, value))
         if not self._scheduled:
             self._scheduled = True
             loop = self._loop()
@@ -64,22 +63,25 @@ class _Completions:
         self._scheduled = False
         items = self._items
         while items:
-            future, jobs, ok, value = items.popleft()
+            done, jobs, ok, value = items.popleft()
             jobs._ended()
-            if not isinstance(future, asyncio.Future):
-                try:
-                    future(ok, value)
-                except Exception:
-                    logger.exception("a codec job's completion failed")
-                continue
-            if future.done():  # the waiting task was cancelled
-                continue
-            if ok:
-                future.set_result(value)
-            elif isinstance(value, StopIteration):  # futures refuse it
-                future.set_exception(RuntimeError(repr(value)))
-            else:
-                future.set_exception(value)
+            try:
+                done(ok, value)
+            except Exception:
+                logger.exception("a codec job's completion failed")
+
+
+def settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    """A :data:`Completion` that hands a job's result or exception to ``future``
+    (bind it with ``functools.partial``); nothing when its waiter was cancelled."""
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    elif isinstance(value, StopIteration):  # futures refuse it
+        future.set_exception(RuntimeError(repr(value)))
+    else:
+        future.set_exception(value)
 
 
 _completions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Completions] = (
@@ -127,17 +129,13 @@ class CodecPool:
         self,
         function: Callable[..., Any],
         args: tuple[Any, ...],
-        future: asyncio.Future[Any] | Completion,
+        done: Completion,
         jobs: CodecJobs,
-        loop: asyncio.AbstractEventLoop | None = None,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
-        """Run ``function(*args)`` on a worker; its result or exception goes to
-        ``future`` on the future's loop, or to the completion callback
-        ``future(ok, value)`` on ``loop``."""
-        if loop is None:
-            assert isinstance(future, asyncio.Future)
-            loop = future.get_loop()
-        self._queue.put((function, args, future, jobs, _completions_for(loop)))
+        """Run ``function(*args)`` on a worker; ``done(ok, result_or_exception)`` is
+        then called on ``loop``."""
+        self._queue.put((function, args, done, jobs, _completions_for(loop)))
         if self._idle.acquire(blocking=False):
             return  # an idle worker takes it
         with self._lock:
@@ -151,7 +149,7 @@ class CodecPool:
     def _work(self) -> None:
         get = self._queue.get
         while True:
-            function, args, future, jobs, completions = get()
+            function, args, done, jobs, completions = get()
             ok = True
             try:
                 result = function(*args)
@@ -163,8 +161,8 @@ class CodecPool:
             # then goes to this thread, instead of starting (and alternating with)
             # another one while this one is still on its way back to ``get``.
             self._idle.release()
-            completions.post(future, jobs, ok, result)
-            future = jobs = completions = result = None
+            completions.post(done, jobs, ok, result)
+            done = jobs = completions = result = None
 
 
 _pool: CodecPool | None = None
@@ -202,12 +200,7 @@ class CodecJobs:
         if self.inline:
             return function(*args)
         future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
-        self._running += 1
-        try:
-            codec_pool().submit(function, args, future, self)
-        except BaseException:
-            self._running -= 1
-            raise
+        self.start(functools.partial(settle, future), function, *args)
         return await future
 
     def start(self, done: Completion, function: Callable[..., Any], *args: object) -> None:
