@@ -207,7 +207,7 @@ def test_transport_congestion_receive_side_feeds_back_every_100_ms() -> None:
     assert len(congestion.feedback(0x1234)) == 1
 
 
-async def test_transport_congestion_prepare_stamps_in_send_order_and_learns() -> None:
+def test_transport_congestion_stamps_in_send_order_and_learns() -> None:
     from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
     from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
@@ -224,12 +224,11 @@ async def test_transport_congestion_prepare_stamps_in_send_order_and_learns() ->
     for index in range(30):
         packet = RtpPacket(payload_type=96, sequence_number=index, ssrc=7, payload=b"x" * 1000)
         packet.extensions.transport_sequence_number = 0
-        data = await congestion.prepare(packet.serialize(extensions), paced=False)
+        data = congestion.stamp(packet.serialize(extensions))
         sent.append(RtpPacket.parse(data, extensions).extensions.transport_sequence_number)
         now[0] += 0.01
     assert sent == list(range(30))
-    rtcp = bytes(RtcpRrPacket(ssrc=1))  # other RTCP passes through untouched
-    assert await congestion.prepare(rtcp, paced=True) == rtcp
+    rtcp = bytes(RtcpRrPacket(ssrc=1))  # on_rtcp hands back the RTCP it does not consume
     feedback = build_feedback(9, 7, 0, [int(1e6 * (2.0 + i * 0.01)) for i in range(30)], 0)
     assert congestion.on_rtcp(rtcp + feedback) == rtcp
     assert congestion.feedback_seen and congestion.estimate is not None

@@ -85,7 +85,7 @@ async def test_padding_up_to_the_lower_targets_and_the_top_min_within_the_estima
     now[0] += 0.05
     assert congestion.padding_due() == 600_000 // 8 // 20  # the estimate bounds it
     # what goes out paced (media or padding) uses the budget up
-    await asyncio.wait_for(congestion.prepare(b"\x80\x60" + bytes(3748), paced=True), 5)
+    congestion.pace(3750)
     congestion.padding_sent(3750)
     congestion.on_remb(2_000_000)
     now[0] += 0.05

@@ -24,7 +24,6 @@ acknowledged rate), over 10 % loss ``rate * (1 - 0.5 * loss)`` (at most every
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import math
@@ -38,7 +37,6 @@ from .twcc import (
     FeedbackRecorder,
     PacketResult,
     SendHistory,
-    is_rtcp,
     parse_feedback,
     split_compound,
     stamp_transport_sequence,
@@ -414,7 +412,7 @@ def simulcast_padding(limits: list[tuple[int, int, int]]) -> int:
 class TransportCongestion:
     """Congestion control of one BUNDLE transport, as the peer uses it.
 
-    * send side: :meth:`prepare` paces video packets (:class:`~.pacer.Pacer` at
+    * send side: :meth:`pace` paces video packets (:class:`~.pacer.Pacer` at
       2.5 x the target) and stamps the transport-wide sequence number where
       transport-cc was negotiated (:attr:`extension_id`); feedback
       (:meth:`on_rtcp`), REMB (:meth:`on_remb`) and receiver-report loss
@@ -472,27 +470,18 @@ class TransportCongestion:
 
     # --- send side --------------------------------------------------------------
 
-    async def prepare(self, data: bytes, *, paced: bool) -> bytes:
-        """Pace (video) and stamp one outgoing RTP packet; RTCP passes untouched."""
-        if is_rtcp(data):
-            return data
-        if paced:
-            delay = self.pace(len(data))
-            if delay:
-                await asyncio.sleep(delay)
-        return self.stamp(data)
-
     def pace(self, size: int) -> float:
-        """The first half of :meth:`prepare` for a video packet, without awaiting: take
-        ``size`` bytes off the padding budget and reserve the packet's pacer slot.
-        Returns the seconds to wait before sending it (0.0: now, within the burst)."""
+        """Pace one outgoing video RTP packet: take ``size`` bytes off the padding
+        budget and reserve the packet's pacer slot. Returns the seconds to wait
+        before sending it (0.0: now, within the burst); the caller waits, so that
+        a packet sent at once costs no coroutine."""
         self._padding_budget -= size  # media fills the padding budget first
         delay = self.pacer.reserve(size)
         return delay if delay > BURST_WINDOW else 0.0
 
     def stamp(self, data: bytes) -> bytes:
-        """The second half of :meth:`prepare`, right before the packet leaves: its
-        transport-wide sequence number, with the send time recorded now."""
+        """Stamp one outgoing RTP packet right before it leaves (after :meth:`pace`):
+        its transport-wide sequence number, with the send time recorded now."""
         if self.extension_id is None:
             return data
         packet = bytearray(data)
@@ -527,7 +516,7 @@ class TransportCongestion:
         return int(self._padding_budget) if self._padding_budget > 0 else 0
 
     def padding_sent(self, size: int) -> None:
-        """A padding packet of ``size`` bytes left (:meth:`prepare` took it off the budget)."""
+        """A padding packet of ``size`` bytes left (:meth:`pace` took it off the budget)."""
         self.padding_bytes_sent += size
 
     def on_rtcp(self, data: bytes) -> bytes:

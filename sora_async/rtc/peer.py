@@ -735,8 +735,7 @@ class RtcPeer(AsyncIOEventEmitter):
         if transport is None or self._closed:
             return False
         if len(data) >= 12 and not 192 <= data[1] <= 223:  # RTP (RTCP: RFC 5761 §4)
-            # TransportCongestion.prepare, in its halves: no coroutine per packet
-            # unless the pacer makes this one wait.
+            # no coroutine per packet unless the pacer makes this one wait
             congestion = self.congestion
             sender = self._sender_ssrcs.get(int.from_bytes(data[8:12], "big"))
             if sender is not None and sender.kind == "video":
