@@ -604,7 +604,11 @@ class ServerPeer(AsyncIOEventEmitter):
     async def _send_downstream(self, data: bytes) -> bool:
         if self.downstream is not None:
             data = self.downstream.stamp(data)
-        return await self._transport.dtls.send_rtp(data)
+        dtls = self._transport.dtls
+        sent = dtls.send_rtp_now(data)  # no coroutine chain per packet and subscriber
+        if sent is None:
+            return await dtls.send_rtp(data)
+        return sent
 
     async def _handle_rtcp(self, data: bytes) -> None:
         if self.downstream is not None:
