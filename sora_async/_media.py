@@ -73,27 +73,25 @@ class Changed:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while not predicate():
+            if deadline is not None and deadline <= loop.time():
+                return predicate()
             fut: asyncio.Future[None] = loop.create_future()
             with self._lock:
                 self._waiters.append(fut)
             if predicate():  # changed between the check and the registration
                 self._forget(fut)
                 return True
+            # A plain timer on the future, not asyncio.wait_for: that costs a second
+            # future, a done callback and (3.11) a cancellation round on every wake-up,
+            # and media waits (a source's pacing, a sink's read) wake 50-100 times a second.
+            timer = None if deadline is None else loop.call_at(deadline, _wake, fut)
             try:
-                if deadline is None:
-                    await fut
-                else:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        self._forget(fut)
-                        return predicate()
-                    await asyncio.wait_for(fut, remaining)
-            except TimeoutError:
-                self._forget(fut)
-                return predicate()
-            except BaseException:
-                self._forget(fut)
-                raise
+                await fut
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                if fut in self._waiters:  # timed out or cancelled: notify() did not take it
+                    self._forget(fut)
         return True
 
     def _forget(self, fut: asyncio.Future[None]) -> None:
@@ -119,6 +117,9 @@ class LocalTrack(MediaStreamTrack):
         self._enabled = True
         self._ended = False
         self._changed = Changed()
+        #: what ``recv()``'s paced wait sleeps on: notified by :meth:`stop` and by a source
+        #: when what that wait is for is there (a whole audio frame), not on every write
+        self._paced = Changed()
 
     @property
     def enabled(self) -> bool:
@@ -144,6 +145,7 @@ class LocalTrack(MediaStreamTrack):
         self._ended = True
         super().stop()
         self._changed.notify()
+        self._paced.notify()
 
     def close(self) -> None:
         """Same as :meth:`stop`."""

@@ -473,6 +473,17 @@ def copy_video_frame(frame: av.VideoFrame) -> av.VideoFrame:
 
 def audio_level(frame: av.AudioFrame) -> int:
     """RFC 6464/6465 level of a frame: 0 (loud) .. 127 (silence), as -dBov."""
+    if frame.format.name == "s16":
+        # Packed s16 (what AudioSource gives) read from its buffer and squared with
+        # one dot product: 4 µs against 15 µs through to_ndarray and float64 arrays.
+        count = frame.samples * len(frame.layout.channels)
+        if count == 0:
+            return 127
+        pcm = np.frombuffer(memoryview(frame.planes[0]), np.int16, count).astype(np.float64)
+        rms = math.sqrt(float(np.dot(pcm, pcm)) / count) / 32768.0
+        if rms <= 0:
+            return 127
+        return int(min(127, max(0, round(-20 * math.log10(rms)))))
     samples = frame.to_ndarray()
     if samples.dtype == np.int16:
         values = samples.astype(np.float64) / 32768.0
@@ -645,6 +656,9 @@ class RtpSender:
                 layer.max_bitrate = self._layer_max_bitrate(layer, 0, 0)
                 layer.target_bitrate = layer.max_bitrate
                 layer.encoder = self._encoder_factory(self.codec, layer)
+                # An encoder cheaper than a codec-pool round trip (Opus through ctypes)
+                # runs on the event loop, as the audio decoders do.
+                layer.jobs.inline = bool(getattr(layer.encoder, "encodes_inline", False))
         self._apply_bitrates()
 
     def _layer_max_bitrate(self, layer: SendLayer, width: int, height: int) -> int:
