@@ -94,7 +94,6 @@ import time
 import types
 import weakref
 from collections.abc import (
-    Awaitable,
     Callable,
     Coroutine,
     Generator,
@@ -109,7 +108,6 @@ import aioice.ice
 import aiortc
 import pylibsrtp
 from aioice.candidate import candidate_foundation, candidate_priority
-from aiortc import clock
 from aiortc.rtcdatachannel import RTCDataChannel
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint, RTCDtlsTransport
 from aiortc.rtcdtlstransport import State as DtlsState
@@ -134,8 +132,12 @@ logger = logging.getLogger("sora_async.rtc")
 #: The aiortc minor version this module was written and tested against.
 PINNED_AIORTC = (1, 16)
 
-RtpHandler = Callable[[bytes, int], Awaitable[None]]
-RtcpHandler = Callable[[bytes], Awaitable[None]]
+#: ms from the NTP epoch (1900) to the Unix epoch: aiortc's ``clock.current_ms()``
+#: counts from 1900.
+_NTP_EPOCH_OFFSET_MS = 2_208_988_800_000
+
+RtpHandler = Callable[[bytes, int], Coroutine[Any, Any, None]]
+RtcpHandler = Callable[[bytes], Coroutine[Any, Any, None]]
 
 
 def aiortc_version() -> tuple[int, int]:
@@ -245,8 +247,11 @@ class RawDtlsTransport(RTCDtlsTransport):
         srtp = self._rx_srtp
         if srtp is None or self._state != DtlsState.CONNECTED:
             return False
-        self._count_received(len(data))
-        arrival_ms = clock.current_ms()
+        self._RTCDtlsTransport__rx_bytes += len(data)  # type: ignore[attr-defined]
+        self._RTCDtlsTransport__rx_packets += 1  # type: ignore[attr-defined]
+        # aiortc's clock.current_ms() (ms since the NTP epoch) without its two
+        # datetime objects and a timedelta per packet (~0.9 µs -> ~0.15 µs)
+        arrival_ms = time.time_ns() // 1_000_000 + _NTP_EPOCH_OFFSET_MS
         if self._backlog is not None:
             self._backlog.append((data, arrival_ms))
             return True
@@ -261,10 +266,16 @@ class RawDtlsTransport(RTCDtlsTransport):
         return True
 
     def _unprotected(self, data: bytes, arrival_ms: int) -> Coroutine[Any, Any, None] | None:
+        # The handlers' own coroutines, not _handle_rtp_data's around them: one
+        # coroutine object and frame less per packet (both just await the handler).
         try:
             if is_rtcp(data):
-                return self._handle_rtcp_data(self._rx_srtp.unprotect_rtcp(data))
-            return self._handle_rtp_data(self._rx_srtp.unprotect(data), arrival_ms)
+                handler = self.rtcp_handler
+                plain = self._rx_srtp.unprotect_rtcp(data)
+                return None if handler is None else handler(plain)
+            rtp_handler = self.rtp_handler
+            plain = self._rx_srtp.unprotect(data)
+            return None if rtp_handler is None else rtp_handler(plain, arrival_ms)
         except pylibsrtp.Error as exc:
             logger.debug("SRTP unprotect failed: %s", exc)
             return None
@@ -875,7 +886,12 @@ def watch_ice_activity(
         def datagram_received(
             data: bytes | str, addr: tuple[Any, ...], _original: Any = original
         ) -> None:
-            raw = bytes(data) if isinstance(data, bytes | bytearray) else b""
+            # asyncio and aioice's TURN hand over bytes: no isinstance check on a union
+            # (the slow part of this wrapper) for them
+            if type(data) is bytes:
+                raw = data
+            else:
+                raw = bytes(data) if isinstance(data, bytes | bytearray) else b""
             if on_datagram(raw):
                 # RFC 7983: 128-191 is RTP/RTCP; 23 a DTLS application-data record (SCTP)
                 if dtls is not None and raw:

@@ -116,3 +116,24 @@ def test_reset_forgets_the_stream() -> None:
     assembler.reset()
     out = [f for p in stream(1, start_seq=5000) for f in assembler.add(*p)]
     assert len(out) == 1
+
+
+def test_single_packet_frames_come_out_at_once_as_from_the_buffered_path() -> None:
+    """One-packet frames in order (every Opus packet) take the direct path: the same
+    frames, sequence numbers and counters as buffering them; a late packet whose
+    number the direct path would expect after a loss is still refused."""
+    packets = stream(6, parts=1, start_seq=65533)  # across the wrap, too
+    assembler = FrameAssembler(Vp8Depacketizer())
+    out = [assembler.add(*packet) for packet in packets]
+    assert [len(frames) for frames in out] == [1] * 6
+    assert [f[0].first_sequence for f in out] == [65533, 65534, 65535, 0, 1, 2]
+    assert [f[0].frame.timestamp for f in out] == [n * 3000 for n in range(6)]
+    assert out[0][0].frame.is_keyframe and not out[1][0].frame.is_keyframe
+    assert assembler.frames_emitted == 6 and not assembler._packets
+    # frame 7 lost for good: 8 inter frames after it are held, then dropped
+    more = stream(20, parts=1, start_seq=65533)[6:]
+    for packet in more[1:10]:
+        assembler.add(*packet)
+    assert assembler.keyframe_needed
+    assert assembler.add(*more[0]) == []  # the late one is not a frame any more
+    assert assembler.late_packets == 1

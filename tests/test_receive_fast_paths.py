@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import functools
+import time
 from typing import Any
 
 import av
@@ -267,3 +269,88 @@ async def test_a_rejected_frame_is_counted_a_key_frame_asked_for_and_decoding_go
         assert receiver.streams[99].decode_errors == 1
     finally:
         await receiver.stop()
+
+
+async def test_video_decodes_of_many_receivers_share_pool_jobs_and_stay_in_order(
+    monkeypatch: Any,
+) -> None:
+    """The frames several receivers complete in one pass of the loop go to the codec
+    pool together (at most DECODE_BATCH per job): fewer pool jobs than frames, every
+    frame decoded and delivered, each receiver's in order."""
+    from sora_async.rtc import _workers
+    from sora_async.rtc import receiver as receiver_module
+
+    submitted = 0
+    pool = _workers.codec_pool()
+    submit = pool.submit
+
+    def counted(*args: Any) -> None:
+        nonlocal submitted
+        submitted += 1
+        submit(*args)
+
+    monkeypatch.setattr(pool, "submit", counted)
+    count, frames = 12, vp8_frames(4)
+    pairs = [receiver_for("video") for _ in range(count)]
+    delivered: list[list[int]] = [[] for _ in range(count)]
+    arrived = asyncio.Event()
+
+    def on_frame(index: int, frame: Any) -> None:
+        delivered[index].append(frame.pts)
+        arrived.set()
+
+    for index, (_, track) in enumerate(pairs):
+        track._tap(functools.partial(on_frame, index), lambda: None)
+    try:
+        for step in range(len(frames)):
+            # one frame of every receiver in one pass of the loop, as datagrams of many
+            # connections arrive together
+            for receiver, _ in pairs:
+                await feed_video(receiver, [frames[step]], seq=step)
+            async with asyncio.timeout(10):
+                while any(len(d) < step + 1 for d in delivered):
+                    arrived.clear()
+                    await arrived.wait()
+        for pts in delivered:
+            assert pts == sorted(pts) and len(pts) == len(frames)
+        assert all(r.streams[99].frames_decoded == len(frames) for r, _ in pairs)
+        per_pass = -(-count // receiver_module.DECODE_BATCH)  # jobs per full pass
+        assert submitted <= per_pass * len(frames) < count * len(frames)
+    finally:
+        async with asyncio.timeout(10):
+            for receiver, _ in pairs:
+                await receiver.stop()
+
+
+async def test_stop_waits_for_a_batched_decode_before_closing_the_decoder() -> None:
+    receiver, _track = receiver_for("video")
+    closed_while_decoding = []
+    decoding = False
+    factory = receiver._decoder_factory
+
+    def slow_decoder(codec: Any) -> Any:
+        decoder = factory(codec)
+        decode, close = decoder.decode, decoder.close
+
+        def slow(frame: Any) -> Any:
+            nonlocal decoding
+            decoding = True
+            time.sleep(0.2)
+            decoding = False
+            return decode(frame)
+
+        def checked_close() -> None:
+            closed_while_decoding.append(decoding)
+            close()
+
+        decoder.decode, decoder.close = slow, checked_close
+        return decoder
+
+    receiver._decoder_factory = slow_decoder
+    await feed_video(receiver, vp8_frames(1))
+    await asyncio.sleep(0.05)  # the batch is on the pool, decoding
+    assert receiver._decoding
+    async with asyncio.timeout(10):
+        await receiver.stop()
+    assert closed_while_decoding == [False]
+    assert not receiver._decoding

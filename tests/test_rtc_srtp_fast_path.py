@@ -116,3 +116,23 @@ async def test_receive_srtp_survives_a_failing_handler() -> None:
             break
         await asyncio.sleep(0.01)
     assert seen == [3]
+
+
+async def test_receive_srtp_stamps_arrival_on_aiortcs_clock() -> None:
+    """The arrival time handed to the RTP handler is aiortc's ``clock.current_ms()``
+    (ms since the NTP epoch), read more cheaply."""
+    from aiortc import clock
+
+    dtls = _transport()
+    dtls._rx_srtp = _PlainSession()
+    dtls._state = DtlsState.CONNECTED
+    arrivals: list[int] = []
+
+    async def on_rtp(data: bytes, arrival_ms: int) -> None:
+        arrivals.append(arrival_ms)
+
+    dtls.rtp_handler = on_rtp
+    before = clock.current_ms()
+    assert dtls.receive_srtp(_rtp(1))
+    after = clock.current_ms()
+    assert len(arrivals) == 1 and before - 1 <= arrivals[0] <= after + 1

@@ -34,11 +34,15 @@ class AssembledFrame:
     after_loss: bool = False
 
 
-@dataclass
 class _Packet:
-    timestamp: int
-    marker: bool
-    payload: bytes
+    """One buffered packet (a slotted class: built per packet, cheaper than a dataclass)."""
+
+    __slots__ = ("marker", "payload", "timestamp")
+
+    def __init__(self, timestamp: int, marker: bool, payload: bytes) -> None:
+        self.timestamp = timestamp
+        self.marker = marker
+        self.payload = payload
 
 
 class FrameAssembler:
@@ -84,6 +88,16 @@ class FrameAssembler:
     ) -> list[AssembledFrame]:
         """Add one packet; returns the frames it completes (possibly several, in order)."""
         seq = self._extend(sequence_number & 0xFFFF)
+        if (
+            seq == self._after_end
+            and seq == self._next
+            and not self._packets
+            and (marker or self.depacketizer.is_frame_end(payload))
+        ):
+            # The packet right after the last frame's end, nothing buffered, and it
+            # ends a frame: a whole frame by itself (every Opus packet, small video
+            # frames). What _drain would do, without buffering it first.
+            return self._single(seq, timestamp & 0xFFFFFFFF, payload)
         if self._next is not None and seq < self._next:
             if self._after_end is not None or self._next - seq >= self.capacity:
                 self.late_packets += 1
@@ -96,6 +110,25 @@ class FrameAssembler:
             self._next = seq
         self._evict()
         return self._drain()
+
+    def _single(self, seq: int, timestamp: int, payload: bytes) -> list[AssembledFrame]:
+        self._next = self._after_end = seq + 1
+        try:
+            frame = self.depacketizer.depacketize([bytes(payload)], timestamp)
+        except MalformedPayloadError:
+            self.malformed_frames += 1
+            self.frames_dropped += 1
+            self._loss(None)
+            return []
+        if self._waiting_for_keyframe and not frame.is_keyframe:
+            self.frames_dropped += 1
+            self.keyframe_needed = True
+            return []
+        if frame.is_keyframe:
+            self._waiting_for_keyframe = False
+            self.keyframe_needed = False
+        self.frames_emitted += 1
+        return [AssembledFrame(frame, seq & 0xFFFF, seq & 0xFFFF)]
 
     def keyframe_requested(self) -> None:
         """The caller sent a PLI/FIR: clear :attr:`keyframe_needed` until the next loss."""
@@ -115,9 +148,12 @@ class FrameAssembler:
         if self._highest is None:
             self._highest = seq16
             return seq16
-        base = self._highest & ~0xFFFF
-        candidates = (base - 0x10000 + seq16, base + seq16, base + 0x10000 + seq16)
-        seq = min(candidates, key=lambda c: abs(c - self._highest))  # type: ignore[operator]
+        # The extension of seq16 nearest the highest one (a tie, 0x8000 away, goes
+        # backwards): arithmetic instead of min() over three candidates with a key.
+        delta = (seq16 - self._highest) & 0xFFFF
+        if delta >= 0x8000:
+            delta -= 0x10000
+        seq = self._highest + delta
         if seq > self._highest:
             self._highest = seq
         return seq
