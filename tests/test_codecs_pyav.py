@@ -106,6 +106,86 @@ def test_libvpx_without_the_seam_is_re_created_only_for_a_large_bit_rate_change(
     assert encoder.in_place_bitrate_updates == 0
 
 
+def _open_libvpx_vp9(speed: int | None) -> av.video.codeccontext.VideoCodecContext:
+    import fractions
+
+    ctx = av.CodecContext.create("libvpx-vp9", "w")
+    assert isinstance(ctx, av.video.codeccontext.VideoCodecContext)
+    ctx.width, ctx.height, ctx.pix_fmt = 320, 240, "yuv420p"
+    ctx.time_base, ctx.bit_rate, ctx.qmin, ctx.qmax = fractions.Fraction(1, 30), 300_000, 2, 52
+    ctx.options = {
+        "deadline": "realtime",
+        "cpu-used": "8",
+        "lag-in-frames": "0",
+        "minrate": "300000",
+        "maxrate": "300000",
+        "bufsize": "300000",
+    }
+    ctx.open()
+    if speed is not None:
+        assert _ffmpeg_seam.libvpx_control(ctx, "libvpx-vp9", _ffmpeg_seam.VP8E_SET_CPUUSED, speed)
+    return ctx
+
+
+def _vp9_stream(ctx: av.video.codeccontext.VideoCodecContext) -> list[bytes]:
+    out = []
+    for i in range(20):
+        frame = video_frame(320, 240, i)
+        frame.pts, frame.time_base = i, ctx.time_base
+        out += [bytes(p) for p in ctx.encode(frame)]
+    return out
+
+
+def test_libvpx_control_sets_a_speed_ffmpeg_caps() -> None:
+    # FFmpeg refuses cpu-used 9 for VP9; the seam sets it on libvpx itself, and
+    # libvpx then encodes differently from speed 8 (the control took effect).
+    at_8, at_9 = _vp9_stream(_open_libvpx_vp9(None)), _vp9_stream(_open_libvpx_vp9(9))
+    assert len(at_8) == len(at_9) == 20
+    assert at_8 != at_9
+    assert _vp9_stream(_open_libvpx_vp9(9)) == at_9  # deterministic: not noise
+    ctx = _open_libvpx_vp9(None)
+    # libvpx refuses a control it does not know; the wrong encoder is refused here
+    assert not _ffmpeg_seam.libvpx_control(ctx, "libvpx-vp9", 9999, 1)
+    assert not _ffmpeg_seam.libvpx_control(ctx, "libvpx", _ffmpeg_seam.VP8E_SET_CPUUSED, 9)
+    x264 = av.CodecContext.create("libx264", "w")
+    x264.width, x264.height, x264.pix_fmt, x264.bit_rate = 160, 120, "yuv420p", 300_000
+    x264.open()
+    assert not _ffmpeg_seam.libvpx_control(x264, "libvpx-vp9", _ffmpeg_seam.VP8E_SET_CPUUSED, 9)
+
+
+def test_vp9_runs_at_its_speed_and_still_changes_bit_rate_in_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    applied: list[tuple[int, int, bool]] = []
+    real = _ffmpeg_seam.libvpx_control
+
+    def spy(ctx: object, name: str, control_id: int, value: int) -> bool:
+        ok = real(ctx, name, control_id, value)
+        applied.append((control_id, value, ok))
+        return ok
+
+    monkeypatch.setattr(_ffmpeg_seam, "libvpx_control", spy)
+    encoder = create_encoder("VP9", settings=EncoderSettings(bitrate=400_000))
+    assert isinstance(encoder, PyAVVideoEncoder)
+    [first] = encoder.encode(video_frame(320, 240, 0))
+    assert first.is_keyframe
+    assert applied == [(_ffmpeg_seam.VP8E_SET_CPUUSED, 9, True)]  # on the real encoder
+    encoder.target_bitrate = 200_000
+    [frame] = encoder.encode(video_frame(320, 240, 1))
+    assert encoder.in_place_bitrate_updates == 1 and encoder.reopen_count == 0
+    assert not frame.is_keyframe
+    assert encoder.encode(video_frame(320, 240, 2), force_keyframe=True)[0].is_keyframe
+    encoder.close()
+
+
+def test_vp9_without_the_control_seam_still_encodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_ffmpeg_seam, "libvpx_control", lambda *args: False)
+    encoder = create_encoder("VP9", settings=EncoderSettings(bitrate=400_000))
+    frames = [encoder.encode(video_frame(320, 240, i)) for i in range(5)]
+    assert [len(f) for f in frames] == [1] * 5 and frames[0][0].is_keyframe
+    encoder.close()
+
+
 def test_target_bitrate_is_clamped() -> None:
     encoder = create_encoder(
         "VP9", settings=EncoderSettings(min_bitrate=100_000, max_bitrate=500_000)

@@ -44,7 +44,10 @@ from av.video.codeccontext import VideoCodecContext
 from av.video.reformatter import VideoReformatter
 
 from bench import support
-from sora_async.codecs import registry  # noqa: F401 - registers the configurators
+from sora_async.codecs import (
+    _ffmpeg_seam,
+    registry,  # noqa: F401 - registers the configurators
+)
 from sora_async.codecs.pyav import (
     EncoderSettings,
     PyAVVideoDecoder,
@@ -76,6 +79,8 @@ def open_encoder(codec: str, width: int, height: int, bitrate: int, fps: int) ->
     ctx.pix_fmt = setup.pix_fmt
     ctx.options = dict(setup.options)
     ctx.open()
+    for control_id, value in setup.libvpx_controls:  # what PyAVVideoEncoder applies
+        _ffmpeg_seam.libvpx_control(ctx, backend.pyav_name, control_id, value)
     return ctx
 
 

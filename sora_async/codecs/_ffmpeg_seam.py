@@ -1,6 +1,6 @@
 """The one place that reaches under PyAV: ``av_opt_set`` on an open ``AVCodecContext``,
-and ``vpx_codec_enc_config_set`` on the libvpx encoder under it (see the libvpx
-section below).
+and ``vpx_codec_enc_config_set`` / ``vpx_codec_control`` on the libvpx encoder under
+it (see the libvpx sections below; the same verification guards both).
 
 Why: libx264 changes its bit rate in place when ``AVCodecContext.rc_max_rate``
 and ``rc_buffer_size`` change between frames (FFmpeg ``libx264.c``
@@ -165,6 +165,10 @@ def _load_libvpx() -> Any:
             getattr(lib, name).argtypes = []
         lib.vpx_codec_enc_config_set.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         lib.vpx_codec_enc_config_set.restype = ctypes.c_int
+        # vpx_codec_control() is a macro over the variadic vpx_codec_control_();
+        # every control used here takes one int.
+        lib.vpx_codec_control_.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        lib.vpx_codec_control_.restype = ctypes.c_int
         _libvpx = lib
     except (OSError, AttributeError) as exc:  # pragma: no cover - platform dependent
         logger.debug("libvpx not loadable for the encoder seam: %s", exc)
@@ -179,27 +183,27 @@ def _pointer(address: int) -> int:
     return int(ctypes.c_void_p.from_address(address).value or 0)
 
 
-def set_libvpx_bitrate(ctx: Any, encoder_name: str, bitrate: int) -> bool:
-    """Re-target an open FFmpeg ``libvpx``/``libvpx-vp9`` encoder to ``bitrate`` (bps)
-    in place; False (nothing changed) if the seam cannot be verified here."""
+def _verified_libvpx(ctx: Any, encoder_name: str) -> tuple[Any, int, int] | None:
+    """``(libvpx, vpx_codec_ctx_t address, its config address)`` of an open FFmpeg
+    ``libvpx``/``libvpx-vp9`` encoder, each step verified (module comment), or None."""
     expected = _VPX_ENCODERS.get(encoder_name)
     lib = _load_libvpx()
     if expected is None or lib is None or ctypes.sizeof(ctypes.c_void_p) != 8:
-        return False
+        return None
     pointer = codec_context_pointer(ctx)
     if pointer is None:
-        return False
+        return None
     class_name, iface_function = expected
     priv = _pointer(pointer + _PRIV_DATA_OFFSET)
     av_class = _pointer(priv) if priv else 0
     if not av_class or ctypes.c_char_p.from_address(av_class).value != class_name:
-        return False
+        return None
     encoder = priv + _VPX_ENCODER_OFFSET
     if _pointer(encoder + _VPX_IFACE_OFFSET) != getattr(lib, iface_function)():
-        return False
+        return None
     config = _pointer(encoder + _VPX_CONFIG_OFFSET)
     if not config:
-        return False
+        return None
     time_base = ctx.time_base
     checks = (
         (_CFG_W, ctx.width),
@@ -208,15 +212,46 @@ def set_libvpx_bitrate(ctx: Any, encoder_name: str, bitrate: int) -> bool:
         (_CFG_TB_DEN, time_base.denominator),
         (_CFG_LAG, 0),
         (_CFG_END_USAGE, _VPX_CBR),
-        (_CFG_TARGET, (int(ctx.bit_rate) + 500) // 1000),
     )
     if any(_u32(config + offset) != value for offset, value in checks):
+        return None
+    return lib, encoder, config
+
+
+def set_libvpx_bitrate(ctx: Any, encoder_name: str, bitrate: int) -> bool:
+    """Re-target an open FFmpeg ``libvpx``/``libvpx-vp9`` encoder to ``bitrate`` (bps)
+    in place; False (nothing changed) if the seam cannot be verified here."""
+    verified = _verified_libvpx(ctx, encoder_name)
+    if verified is None:
+        return False
+    lib, encoder, config = verified
+    current = (int(ctx.bit_rate) + 500) // 1000
+    if _u32(config + _CFG_TARGET) != current:
         return False
     kbps = max(1, (int(bitrate) + 500) // 1000)
     ctypes.c_uint32.from_address(config + _CFG_TARGET).value = kbps
     if lib.vpx_codec_enc_config_set(encoder, config) != 0:
-        ctypes.c_uint32.from_address(config + _CFG_TARGET).value = checks[-1][1]
+        ctypes.c_uint32.from_address(config + _CFG_TARGET).value = current
         return False
     # keep FFmpeg's view in step (and the next verification of this seam)
     ctx.bit_rate = kbps * 1000
     return True
+
+
+# --- libvpx: controls FFmpeg has no option for -------------------------------------
+#
+# ``vpx_codec_control`` ids (vpx/vp8cx.h, ``enum vp8e_enc_control_id``; part of the
+# libvpx ABI, unchanged since they were added).
+#: speed; FFmpeg caps ``cpu-used`` at 8 for VP9, libvpx takes -9..9 (VP8 -16..16).
+VP8E_SET_CPUUSED = 13
+
+
+def libvpx_control(ctx: Any, encoder_name: str, control_id: int, value: int) -> bool:
+    """``vpx_codec_control(encoder, control_id, value)`` on an open FFmpeg
+    ``libvpx``/``libvpx-vp9`` encoder; False if the seam cannot be verified here or
+    libvpx refused the control (then nothing changed)."""
+    verified = _verified_libvpx(ctx, encoder_name)
+    if verified is None:
+        return False
+    lib, encoder, _ = verified
+    return bool(lib.vpx_codec_control_(encoder, int(control_id), int(value)) == 0)

@@ -338,6 +338,13 @@ def configure_libsvtav1(
     ``rc=2`` (CBR) gives no delay (``pred-struct=1`` alone fails with "bad
     parameter"). Preset 12 is SVT-AV1's fast real-time end. A new ``bit_rate``
     is not applied in place (measured), so bit-rate changes re-create the encoder.
+
+    ``rtc=1`` is SVT-AV1's real-time-communication mode (fast settings for a
+    low-delay stream), the counterpart of the libaom ``AOM_USAGE_REALTIME`` that
+    libwebrtc's ``LibaomAv1Encoder`` runs. Measured with SVT-AV1 4.1 in PyAV 18
+    (bench media, paced at 30 fps, one thread, 2-core EPYC, medians of 3): VGA
+    1000 kbps 8.0 -> 5.9 ms per frame, the same bit rate (1051 / 1044 kbit/s),
+    Y PSNR 43.2 -> 43.9 dB.
     """
     # SVT-AV1 prints its whole configuration (~15 lines) on every open at its
     # default log level; "1" keeps errors only. setdefault leaves a user's choice.
@@ -345,7 +352,7 @@ def configure_libsvtav1(
     return EncoderSetup(
         options={
             "preset": "12",
-            "svtav1-params": "pred-struct=1:rc=2",
+            "svtav1-params": "pred-struct=1:rc=2:rtc=1",
         },
         bitrate_update=BitrateUpdate.RECREATE,
     )

@@ -95,11 +95,18 @@ class EncoderSettings:
 
 @dataclass
 class EncoderSetup:
-    """What a configurator returns: FFmpeg private options and the bit-rate strategy."""
+    """What a configurator returns: FFmpeg private options and the bit-rate strategy.
+
+    ``libvpx_controls`` are ``(control id, value)`` pairs for FFmpeg's ``libvpx``/
+    ``libvpx-vp9`` encoders that FFmpeg has no option for, applied right after the
+    encoder opens through ``_ffmpeg_seam.libvpx_control``; where that seam cannot be
+    verified they are skipped and the encoder runs on :attr:`options` alone.
+    """
 
     options: dict[str, str]
     bitrate_update: BitrateUpdate = BitrateUpdate.RECREATE
     pix_fmt: str = "yuv420p"
+    libvpx_controls: tuple[tuple[int, int], ...] = ()
 
 
 #: ``configure(ctx, settings, bitrate) -> EncoderSetup``; ``ctx`` already has
@@ -391,6 +398,11 @@ class PyAVVideoEncoder(Encoder):
         ctx.pix_fmt = setup.pix_fmt
         ctx.options = dict(setup.options)
         ctx.open()
+        for control_id, value in setup.libvpx_controls:
+            if not _ffmpeg_seam.libvpx_control(ctx, backend.pyav_name, control_id, value):
+                logger.debug(
+                    "%s: libvpx control %d=%d not applied", backend.pyav_name, control_id, value
+                )
         return ctx, setup
 
     def _next_backend(self, exc: BaseException) -> bool:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from av.video.codeccontext import VideoCodecContext
 
+from . import _ffmpeg_seam
 from .base import (
     Depacketizer,
     EncodedFrame,
@@ -402,20 +403,29 @@ class Vp9Packetizer(Packetizer):
                 if self.flexible
                 else [Vp9PictureGroupEntry(tid=0, switching_up=False, p_diffs=[1])],
             )
-        header_size = len(bytes(desc))
-        first_size = header_size + (len(bytes(first_extra)) if first_extra else 0)
-        check_max_payload_size(max_payload_size, first_size + 1, CODEC)
+        # Only B, E and the SS differ between the packets of a frame: the four
+        # descriptor variants are serialized once per frame, not once per packet.
+        desc.start_of_frame, desc.scalability_structure = True, first_extra
+        first = bytes(desc)
+        desc.start_of_frame, desc.scalability_structure = False, None
+        middle = bytes(desc)
+        desc.end_of_frame = True
+        last = bytes(desc)
+        check_max_payload_size(max_payload_size, len(first) + 1, CODEC)
         data = frame.data
-        payloads: list[bytes] = []
-        pos = 0
-        while pos < len(data):
-            desc.start_of_frame = pos == 0
-            desc.scalability_structure = first_extra if pos == 0 else None
-            size = max_payload_size - (first_size if pos == 0 else header_size)
-            chunk = data[pos : pos + size]
-            pos += len(chunk)
-            desc.end_of_frame = pos >= len(data)
-            payloads.append(bytes(desc) + chunk)
+        end = len(data)
+        first_room = max_payload_size - len(first)
+        if first_room >= end:
+            desc.start_of_frame, desc.scalability_structure = True, first_extra
+            payloads = [bytes(desc) + data]
+        else:
+            payloads = [first + data[:first_room]]
+            room = max_payload_size - len(middle)
+            pos = first_room
+            while pos < end:
+                stop = pos + room
+                payloads.append((last if stop >= end else middle) + data[pos:stop])
+                pos = stop
         if frame.spatial_index == num_layers - 1:
             self.picture_id = (self.picture_id + 1) & 0x7FFF
         return payloads
@@ -519,40 +529,58 @@ class Vp9Depacketizer(Depacketizer):
 _PROFILE_PIX_FMT = {"0": "yuv420p", "1": "yuv444p", "2": "yuv420p10le", "3": "yuv444p10le"}
 
 
+#: libvpx speed for VP9 (``VP8E_SET_CPUUSED``), set through the seam after open.
+VP9_SPEED = 9
+
+
 def configure_libvpx_vp9(
     ctx: VideoCodecContext, settings: EncoderSettings, bitrate: int
 ) -> EncoderSetup:
     """libvpx-vp9 real time: no look-ahead, CBR (``aiortc-notes.md`` A.1, measured).
 
     Defaults buffer 24 frames and cost ~60 ms/frame at 720p; ``deadline=realtime,
-    cpu-used=8, lag-in-frames=0, row-mt=1`` gives no delay and ~5-6 ms/frame.
-    Without ``minrate=maxrate=bufsize`` (CBR) the rate overshot ~8x. Quantizer
-    limits as libwebrtc (2..52); ``aq-mode=3`` is libvpx's real-time cyclic
-    refresh. FFmpeg does not apply a new ``bit_rate`` in place (measured): bit-rate
-    changes go to libvpx directly (:attr:`BitrateUpdate.LIBVPX`).
-    ``drop-threshold=30``: libwebrtc's ``rc_dropframe_thresh`` (frames are
-    skipped rather than overshooting a target the quantizer cannot reach).
+    lag-in-frames=0`` gives no delay. Without ``minrate=maxrate=bufsize`` (CBR) the
+    rate overshot ~8x. Quantizer limits as libwebrtc (2..52); ``aq-mode=3`` is
+    libvpx's real-time cyclic refresh (libwebrtc's ``adaptiveQpMode``). FFmpeg does
+    not apply a new ``bit_rate`` in place (measured): bit-rate changes go to libvpx
+    directly (:attr:`BitrateUpdate.LIBVPX`). ``drop-threshold=30``: libwebrtc's
+    ``rc_dropframe_thresh`` (frames are skipped rather than overshooting a target
+    the quantizer cannot reach).
 
     Rate control as libwebrtc's ``LibvpxVp9Encoder::InitEncode``: 50/50 %
     under/overshoot, a 500 ms initial buffer (FFmpeg takes it in bits), key
     frames capped at 900 % of a frame's budget, ``static-thresh=1``. No denoiser,
     as the official client (its source's ``needs_denoising()`` is false; PyAV's
-    libvpx is built without the VP9 denoiser anyway: ``noise-sensitivity=1``
-    changed no instruction under callgrind). These rate settings cost no CPU
-    (VGA, bench media paced at 30 fps: 5.3-5.7 ms per frame before and after,
-    same PSNR). libwebrtc runs speed 7 from CIF to 1080p; speed 8 is kept here:
-    7 cost 13 % more instructions (callgrind) and 8-20 % more CPU per frame at
-    VGA, for the same PSNR (50.2 dB) at 4 % fewer bits.
+    libvpx is built without the VP9 denoiser anyway). As libwebrtc's
+    ``InitAndSetControlSettings`` also: ``tile-columns`` = threads >> 1 (one tile
+    column per thread pair: one column on 1 thread, where libvpx's default would
+    split VGA into 2 and 720p into 4), ``frame-parallel=0``, ``row-mt=1``.
+
+    Speed: libwebrtc runs speed 7 from CIF to 1080p on x86, 9 from 1080p up and 9
+    at every size for ``kComplexityLow`` (``UpdatePerformanceFlags``). With PyAV's
+    libvpx 1.16, speed 7 cost more than the whole official client (VGA, bench
+    media paced at 30 fps, 2-core EPYC: speed 8 ~5.0 ms and speed 7 more per
+    frame, against ~4 ms of process CPU for the official client), so this uses
+    libwebrtc's low-complexity speed, 9 (medians of 3, encode CPU per frame, same
+    bit rate): VGA 1000 kbps 5.0 -> 3.1 ms, Y PSNR 50.2 -> 49.8 dB; 720p 2500 kbps
+    13.4 -> 8.2 ms, 50.4 -> 50.2 dB. The tile and frame-parallel settings alone
+    changed neither CPU nor PSNR measurably. FFmpeg caps
+    ``cpu-used`` at 8, so 9 goes through ``_ffmpeg_seam.libvpx_control`` after
+    open (:attr:`EncoderSetup.libvpx_controls`); 8 stays where that seam is
+    unusable.
     """
     ctx.qmin = 2
     ctx.qmax = 52
     pix_fmt = _PROFILE_PIX_FMT.get(str(settings.fmtp.get("profile-id", "0")), "yuv420p")
+    threads = max(1, int(ctx.thread_count or 1))
     return EncoderSetup(
         options={
             "deadline": "realtime",
             "cpu-used": "8",
             "lag-in-frames": "0",
             "row-mt": "1",
+            "tile-columns": str(threads >> 1),
+            "frame-parallel": "0",
             "aq-mode": "3",
             "drop-threshold": "30",
             "minrate": str(bitrate),
@@ -566,6 +594,7 @@ def configure_libvpx_vp9(
         },
         bitrate_update=BitrateUpdate.LIBVPX,
         pix_fmt=pix_fmt,
+        libvpx_controls=((_ffmpeg_seam.VP8E_SET_CPUUSED, VP9_SPEED),),
     )
 
 
