@@ -79,13 +79,62 @@ def test_maintain_framerate_recovers_when_bandwidth_returns() -> None:
 
 
 def test_cpu_overuse_steps_down_and_underuse_back_up() -> None:
-    # 40 ms encodes against a 33 ms frame interval
-    adapter, _, size, clock = run(DP.MAINTAIN_FRAMERATE, 3_000_000, 5, encode_time=0.04)
+    # 40 ms encodes against a 33 ms frame interval: libwebrtc's detector checks every
+    # 5 s, ignores the first three checks and needs two in a row over 85 %
+    adapter, _, size, clock = run(DP.MAINTAIN_FRAMERATE, 3_000_000, 19, encode_time=0.04)
+    assert size == (960, 540) and adapter.adaptations == 0
+    adapter, _, size, clock = run(
+        DP.MAINTAIN_FRAMERATE, 3_000_000, 2, encode_time=0.04, adapter=adapter, now=clock
+    )
+    assert size[0] < 960 and adapter.cpu_limited and adapter.adaptations == 1
+    # the size change restarts the measurement: three checks and 120 frames first
+    adapter, _, size, clock = run(
+        DP.MAINTAIN_FRAMERATE, 3_000_000, 14, encode_time=0.005, adapter=adapter, now=clock
+    )
     assert size[0] < 960 and adapter.cpu_limited
     adapter, _, size, _ = run(
-        DP.MAINTAIN_FRAMERATE, 3_000_000, 40, encode_time=0.005, adapter=adapter, now=clock
+        DP.MAINTAIN_FRAMERATE, 3_000_000, 10, encode_time=0.005, adapter=adapter, now=clock
     )
     assert size == (960, 540) and not adapter.cpu_limited
+
+
+def test_a_busy_moment_does_not_cost_the_frame_rate() -> None:
+    # MAINTAIN_RESOLUTION at full bandwidth: 3 s of 60 ms encodes (a loaded machine,
+    # a big key frame) in the middle of cheap ones are one check over the threshold,
+    # not two in a row
+    clock = [0.0]
+    adapter, _, _, _ = run(DP.MAINTAIN_RESOLUTION, 3_000_000, 21, now=clock)
+    adapter, _, _, _ = run(
+        DP.MAINTAIN_RESOLUTION, 3_000_000, 3, encode_time=0.06, adapter=adapter, now=clock
+    )
+    adapter, fps, _, _ = run(DP.MAINTAIN_RESOLUTION, 3_000_000, 20, adapter=adapter, now=clock)
+    assert adapter.adaptations == 0 and adapter.fps_cap is None and fps > 29
+
+
+def test_cpu_ramp_up_backs_off_when_going_up_overuses_again() -> None:
+    from sora_async.rtc.degradation import CpuOveruseDetector
+
+    detector = CpuOveruseDetector()
+    detector.on_size(640 * 480)
+    verdicts: list[tuple[float, str]] = []
+
+    def feed(seconds: float, encode_time: float, start: float) -> float:
+        t = start
+        while t < start + seconds:
+            detector.on_encoded(encode_time)
+            verdict = detector.check(t, 30.0)
+            if verdict is not None:
+                verdicts.append((round(t, 1), verdict))
+            t += 1 / 30
+        return t
+
+    t = feed(21, 0.04, 0.0)  # overuse at the 5th check (20.1 s)
+    t = feed(11, 0.005, t)  # underuse at the next check (no ramp-up yet: no delay)
+    t = feed(11, 0.04, t)  # overuse again within 40 s of going up: the delay doubles
+    t = feed(70, 0.005, t)
+    # underuse comes again only 80 s (2 x 40 s) after the last ramp-up
+    assert [v for _, v in verdicts] == ["overuse", "underuse", "overuse", "underuse"]
+    assert 80 <= verdicts[3][0] - verdicts[1][0] < 85
 
 
 # --- the frame dropper (libwebrtc media_opt FrameDropper) ------------------------------

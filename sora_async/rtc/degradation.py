@@ -6,10 +6,12 @@ After libwebrtc's ``VideoStreamAdapter`` + ``BalancedDegradationSettings`` +
 * signals — the target bit rate against the resolution's minimum start bit
   rate (libwebrtc's default singlecast bit-rate limits; libwebrtc's QP-based
   quality scaler has no equivalent here), and the encode time against the
-  frame interval (CPU overuse above 85 % for a second, underuse under 50 %
-  for five);
-* adaptations, one step at a time, at most one per second down and one per
-  five seconds up:
+  frame interval, checked as libwebrtc's ``OveruseFrameDetector`` checks it
+  (:class:`CpuOveruseDetector`: every 5 s, from the 4th check and 120 frames
+  on; overuse at two checks in a row at 85 % or more, underuse under 42 % once
+  the ramp-up delay passed);
+* adaptations, one step at a time: for bandwidth at most one per second down
+  and one per five seconds up, for CPU one per overuse / underuse verdict:
 
   - ``MAINTAIN_FRAMERATE``: the resolution steps down by 3/5 of the pixels
     (``GetLowerResolutionThan``), never below 320x180; no frame-rate cap;
@@ -53,8 +55,29 @@ DOWN_INTERVAL = 1.0
 UP_INTERVAL = 5.0
 #: Hysteresis: step up once the target is this much above the higher size's need.
 UP_MARGIN = 1.3
+#: libwebrtc ``CpuOveruseOptions`` (``overuse_frame_detector.cc``): encode time over
+#: the frame interval at or above this is overuse, under ``CPU_LOW`` underuse.
 CPU_HIGH = 0.85
-CPU_LOW = 0.5
+CPU_LOW = 0.42
+#: Seconds between checks (``kCheckForOveruseIntervalMs``); the first comes 0.1 s after
+#: the first frame (``kTimeToFirstCheckForOveruseMs``).
+CPU_CHECK_INTERVAL = 5.0
+CPU_FIRST_CHECK = 0.1
+#: Checks that count for nothing after a start or a size change (``min_process_count``).
+CPU_MIN_CHECKS = 3
+#: Frames measured before the usage counts (``min_frame_samples``); until then it is
+#: taken as midway between the thresholds (``InitialUsageInPercent``).
+CPU_MIN_FRAMES = 120
+#: Checks in a row at or above ``CPU_HIGH`` that make an overuse
+#: (``high_threshold_consecutive_count``).
+CPU_HIGH_CHECKS = 2
+#: Ramp-up delays (``kStandardRampUpDelayMs``, ``kQuickRampUpDelayMs``,
+#: ``kMaxRampUpDelayMs``, ``kRampUpBackoffFactor``, ``kMaxOverusesBeforeApplyRampupDelay``).
+RAMP_UP_DELAY = 40.0
+QUICK_RAMP_UP_DELAY = 10.0
+MAX_RAMP_UP_DELAY = 240.0
+RAMP_UP_BACKOFF = 2.0
+MAX_OVERUSES_BEFORE_RAMP_UP_DELAY = 4
 #: The frame dropper's bucket: this many seconds of the target before it drops
 #: (libwebrtc ``kLeakyBucketSizeSeconds``), capped at 3 s (``kAccumulatorCapBufferSizeSecs``).
 DROPPER_WINDOW = 0.5
@@ -219,6 +242,87 @@ class FrameDropper:
         self.accumulator = min(self.accumulator, self.target * DROPPER_CAP)
 
 
+class CpuOveruseDetector:
+    """libwebrtc's ``OveruseFrameDetector`` timing around an encode-time usage.
+
+    The usage is the encode time (an exponential average over frames) against the
+    frame interval. libwebrtc judges it rarely on purpose: every 5 s, never in the
+    first three checks after a start or a size change nor before 120 frames, and
+    overuse only at two checks in a row; a busy moment (a key frame, another
+    process) must not cost the stream its frame rate or its resolution. Underuse
+    waits for a ramp-up delay that grows when going up was soon followed by
+    overuse again (the system cannot take the higher load).
+    """
+
+    def __init__(self) -> None:
+        self._encode_ewma = 0.0
+        self._frames = 0
+        self._pixels = 0
+        self._next_check: float | None = None
+        self._checks = 0
+        self._checks_above = 0
+        self._last_overuse = -1e9
+        self._last_rampup = -1e9
+        self._rampup_delay = RAMP_UP_DELAY
+        self._quick_rampup = False
+        self._overuses = 0
+
+    def on_encoded(self, encode_time: float) -> None:
+        """One frame's encode time (s)."""
+        ewma = self._encode_ewma
+        self._encode_ewma = 0.9 * ewma + 0.1 * encode_time if ewma else encode_time
+        self._frames += 1
+
+    def on_size(self, pixels: int) -> None:
+        """The encoded size; a change starts the measurement again (``ResetAll``)."""
+        if pixels != self._pixels:
+            self._pixels = pixels
+            self._encode_ewma = 0.0
+            self._frames = 0
+            self._checks = 0
+
+    def usage(self, fps: float) -> float:
+        """Encode time over the frame interval (midway until enough frames)."""
+        if self._frames < CPU_MIN_FRAMES:
+            return (CPU_LOW + CPU_HIGH) / 2
+        return self._encode_ewma * max(fps, 1.0)
+
+    def check(self, now: float, fps: float) -> str | None:
+        """``"overuse"``, ``"underuse"`` or None: a verdict only at a check time."""
+        if self._next_check is None:
+            self._next_check = now + CPU_FIRST_CHECK
+        if now < self._next_check:
+            return None
+        self._next_check = now + CPU_CHECK_INTERVAL
+        self._checks += 1
+        if self._checks <= CPU_MIN_CHECKS:
+            return None
+        usage = self.usage(fps)
+        self._checks_above = self._checks_above + 1 if usage >= CPU_HIGH else 0
+        if self._checks_above >= CPU_HIGH_CHECKS:
+            if self._last_rampup > self._last_overuse:  # went up, and now has to come down
+                if (
+                    now - self._last_rampup < RAMP_UP_DELAY
+                    or self._overuses > MAX_OVERUSES_BEFORE_RAMP_UP_DELAY
+                ):
+                    self._rampup_delay = min(
+                        MAX_RAMP_UP_DELAY, self._rampup_delay * RAMP_UP_BACKOFF
+                    )
+                else:
+                    self._rampup_delay = RAMP_UP_DELAY
+            self._last_overuse = now
+            self._quick_rampup = False
+            self._checks_above = 0
+            self._overuses += 1
+            return "overuse"
+        delay = QUICK_RAMP_UP_DELAY if self._quick_rampup else self._rampup_delay
+        if now >= self._last_rampup + delay and usage < CPU_LOW:
+            self._last_rampup = now
+            self._quick_rampup = True
+            return "underuse"
+        return None
+
+
 class DegradationAdapter:
     """Resolution / frame-rate adaptation of one video layer."""
 
@@ -237,9 +341,7 @@ class DegradationAdapter:
         self.source_pixels = 0
         self.source_fps = 0.0
         self.cpu_limited = False
-        self._encode_ewma = 0.0
-        self._cpu_high_since: float | None = None
-        self._cpu_low_since: float | None = None
+        self.cpu = CpuOveruseDetector()
         self._last_down = -1e9
         self._last_up = -1e9
         self._good_since: float | None = None
@@ -261,8 +363,7 @@ class DegradationAdapter:
         """An encoded frame's size (0: the encoder dropped it) and encode time."""
         if size_bytes > 0:
             self.dropper.fill(size_bytes, delta_frame=not keyframe)
-        ewma = self._encode_ewma
-        self._encode_ewma = 0.9 * ewma + 0.1 * encode_time if ewma else encode_time
+        self.cpu.on_encoded(encode_time)
 
     # --- outputs --------------------------------------------------------------------
 
@@ -305,42 +406,39 @@ class DegradationAdapter:
         fps = self.source_fps or 30.0
         return min(fps, self.fps_cap) if self.fps_cap is not None else fps
 
-    def _cpu_state(self, now: float) -> str:
-        interval = 1.0 / max(self.fps, 1.0)
-        if self._encode_ewma > CPU_HIGH * interval:
-            self._cpu_low_since = None
-            if self._cpu_high_since is None:
-                self._cpu_high_since = now
-            return "high" if now - self._cpu_high_since >= 1.0 else "normal"
-        self._cpu_high_since = None
-        if self._encode_ewma < CPU_LOW * interval:
-            if self._cpu_low_since is None:
-                self._cpu_low_since = now
-            return "low" if now - self._cpu_low_since >= UP_INTERVAL else "normal"
-        self._cpu_low_since = None
-        return "normal"
-
     def _evaluate(self, now: float) -> None:
         if self.preference == DegradationPreference.DISABLED or not self.source_pixels:
             return
-        cpu = self._cpu_state(now)
-        need = self._need(self.pixels, self.fps)
-        short = self.target > 0 and self.target < need
-        if (short or cpu == "high") and now - self._last_down >= DOWN_INTERVAL:
+        self.cpu.on_size(self.pixels)
+        verdict = self.cpu.check(now, self.fps)
+        if verdict == "overuse":
             if self._step_down():
                 self._last_down = now
                 self._good_since = None
-                self.cpu_limited = cpu == "high"
+                self.cpu_limited = True
             return
-        if short or cpu == "high":
+        need = self._need(self.pixels, self.fps)
+        short = self.target > 0 and self.target < need
+        if short and now - self._last_down >= DOWN_INTERVAL:
+            if self._step_down():
+                self._last_down = now
+                self._good_since = None
+                self.cpu_limited = False
             return
-        can_up = cpu == "low" if self.cpu_limited else cpu != "high"
-        if not can_up or not self._degraded():
+        if short or not self._degraded():
             self._good_since = None
             return
         higher_pixels, higher_fps = self._higher()
         if self.target and self.target < UP_MARGIN * self._need(higher_pixels, higher_fps):
             self._good_since = None
+            return
+        if self.cpu_limited:
+            # back up only on underuse, as libwebrtc's AdaptUp
+            if verdict == "underuse":
+                self._step_up()
+                self._last_up = now
+                if not self._degraded():
+                    self.cpu_limited = False
             return
         if self._good_since is None:
             self._good_since = now
@@ -348,8 +446,6 @@ class DegradationAdapter:
             self._step_up()
             self._last_up = now
             self._good_since = None
-            if not self._degraded():
-                self.cpu_limited = False
 
     def _need(self, pixels: int, fps: float) -> float:
         """Bit rate a size needs at a frame rate (the min start bit rate is for 30 fps)."""
@@ -416,4 +512,10 @@ class DegradationAdapter:
         self.adaptations += 1
 
 
-__all__ = ["DegradationAdapter", "FrameDropper", "balanced_fps", "min_start_bitrate"]
+__all__ = [
+    "CpuOveruseDetector",
+    "DegradationAdapter",
+    "FrameDropper",
+    "balanced_fps",
+    "min_start_bitrate",
+]
