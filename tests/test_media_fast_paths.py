@@ -2,7 +2,7 @@
 
 - :class:`~sora_async.rtc._workers.CodecPool` / ``CodecJobs``: results,
   exceptions, ordering, cancellation and teardown drain, a bounded thread
-  count, and ``inline`` jobs on the loop thread.
+  count (``SORA_ASYNC_CODEC_THREADS``), and ``inline`` jobs on the loop thread.
 - ``reformat_video``: the per-thread libswscale context gives the same pixels
   as ``av.VideoFrame.reformat``.
 - ``VideoSource`` → ``RtpSender``: the BGR → I420 conversion moved into the
@@ -89,6 +89,18 @@ async def test_many_receivers_at_once_all_get_their_results_from_a_bounded_pool(
     assert results == list(range(60))
     assert 1 <= pool.threads <= 3
     assert all(jobs._running == 0 for jobs in owners)
+
+
+def test_codec_thread_settings_from_the_environment() -> None:
+    from sora_async.rtc._workers import _codec_threads
+
+    assert _codec_threads(2, None) == 4  # two per core, at least 4
+    assert _codec_threads(4, None) == 8
+    assert _codec_threads(64, None) == 16
+    assert _codec_threads(None, None) == 4
+    assert _codec_threads(2, "3") == 3
+    assert _codec_threads(2, "0") == 1
+    assert _codec_threads(2, "many") == 4  # not a number: the default, with a warning
 
 
 async def test_drain_waits_for_a_job_whose_waiter_was_cancelled() -> None:

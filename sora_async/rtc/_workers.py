@@ -21,9 +21,26 @@ logger = logging.getLogger("sora_async.rtc")
 #: ``done(ok, result_or_exception)``: how :meth:`CodecJobs.start` reports a job's end.
 Completion = Callable[[bool, Any], None]
 
+
+def _codec_threads(cpu_count: int | None, override: str | None) -> int:
+    """Codec threads for a machine with ``cpu_count`` cores, or ``override``
+    (``SORA_ASYNC_CODEC_THREADS``) when set to a positive number."""
+    if override:
+        try:
+            return max(1, int(override))
+        except ValueError:
+            logger.warning("SORA_ASYNC_CODEC_THREADS=%r is not a number", override)
+    return min(16, max(4, 2 * (cpu_count or 2)))
+
+
 #: Codec threads in the process: enough to keep every core busy with codec work
 #: while the event loop runs, bounded however many connections exist.
-MAX_CODEC_THREADS = min(16, max(4, 2 * (os.cpu_count() or 2)))
+#: ``SORA_ASYNC_CODEC_THREADS`` overrides it. Fewer threads than this lost on a
+#: 2-core machine (scale, N=50, interleaved: slowest connection 11.3/8.4/19.7 fps
+#: with 2 threads against 19.5/17.3/16.2 with 4; 8 threads no better than 4): the
+#: loop thread's waits there are for a core, not the GIL (py-spy --gil), and decode
+#: throughput is what the frame rate needs.
+MAX_CODEC_THREADS = _codec_threads(os.cpu_count(), os.environ.get("SORA_ASYNC_CODEC_THREADS"))
 
 #: How long teardown waits for a codec job still running (one frame: milliseconds).
 DRAIN_LIMIT = 5.0
