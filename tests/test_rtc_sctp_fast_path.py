@@ -56,6 +56,22 @@ def test_the_aiortc_members_the_sctp_fast_paths_use_exist() -> None:
         assert source.count("._retransmit = True") == source.count("self._maybe_abandon("), method
     transmit = inspect.getsource(sctp_module.RTCSctpTransport._transmit)
     assert "chunk._sent_time = time.time()" in transmit
+    # a lone SACK goes where _handle_data/_receive_chunk send it, and the SACK
+    # TunedSctpTransport._send_sack_now packs holds what aiortc's _send_sack puts in
+    handle_data = inspect.getsource(sctp_module.RTCSctpTransport._handle_data)
+    assert "await self._receive_chunk(chunk)" in handle_data
+    assert "await self._send_sack()" in handle_data
+    receive_chunk = inspect.getsource(sctp_module.RTCSctpTransport._receive_chunk)
+    assert "await self._receive_sack_chunk(chunk)" in receive_chunk
+    send_sack = inspect.getsource(sctp_module.RTCSctpTransport._send_sack)
+    for line in (
+        "sack.cumulative_tsn = self._last_received_tsn",
+        "sack.advertised_rwnd = max(0, self._advertised_rwnd)",
+        "sack.duplicates = self._sack_duplicates[:]",
+        "await self._send_chunk(sack)",
+        "self._sack_needed = False",
+    ):
+        assert line in send_sack, line
     send = inspect.getsource(sctp_module.RTCSctpTransport._data_channel_send)
     assert "asyncio.ensure_future(self._data_channel_flush())" in send
     # OpenSSL's calls through pyOpenSSL's binding (seam._Records), on its members
@@ -151,6 +167,7 @@ async def test_64_kib_messages_arrive_whole_and_in_order_through_the_fast_paths(
     received_inline = _Spy(monkeypatch, seam.RawDtlsTransport, "receive_dtls")
     sent_inline = _Spy(monkeypatch, seam.RawDtlsTransport, "send_data_now")
     lone = _Spy(monkeypatch, seam.TunedSctpTransport, "_lone_data_chunk")
+    lone_sack = _Spy(monkeypatch, seam.TunedSctpTransport, "_lone_sack_chunk")
     payloads = [seq.to_bytes(4, "big") + os.urandom(65536 - 4 - seq % 5) for seq in range(30)]
     dropped = 0
 
@@ -176,6 +193,8 @@ async def test_64_kib_messages_arrive_whole_and_in_order_through_the_fast_paths(
     assert received_inline.results.get(True, 0) > 30 * 56, received_inline.results
     assert sent_inline.results.get(True, 0) > 30 * 56, sent_inline.results
     assert lone.results.get(True, 0) > 30 * 55, lone.results
+    # a SACK every second packet, most without gaps
+    assert lone_sack.results.get(True, 0) > 30 * 55 // 4, lone_sack.results
     if lossy:
         assert dropped >= 30 * 56 // 17
 
@@ -262,6 +281,68 @@ async def test_lone_data_chunk_parses_what_parse_packet_parses_and_nothing_else(
         good[:20],
     ):
         assert sctp._lone_data_chunk(packet) is None
+
+
+def _sack(cumulative_tsn: int, rwnd: int, gaps: Any = (), duplicates: Any = ()) -> Any:
+    sack = sctp_module.SackChunk()
+    sack.cumulative_tsn, sack.advertised_rwnd = cumulative_tsn, rwnd
+    sack.gaps, sack.duplicates = list(gaps), list(duplicates)
+    return sack
+
+
+async def test_lone_sack_chunk_parses_what_parse_packet_parses_and_nothing_else() -> None:
+    dtls = RTCDtlsTransport(
+        RTCIceTransport(RTCIceGatherer(iceServers=[])), [RTCCertificate.generateCertificate()]
+    )
+    sctp = seam.TunedSctpTransport(dtls)
+    for tsn, rwnd in ((0, 0), (41, 262144), (0xFFFFFFFF, 0xFFFFFFFF)):
+        packet = _packet(sctp, _sack(tsn, rwnd))
+        chunk = sctp._lone_sack_chunk(packet)
+        assert chunk is not None
+        (parsed,) = sctp_module.parse_packet(packet)[3]
+        assert isinstance(parsed, sctp_module.SackChunk)
+        for name in ("flags", "cumulative_tsn", "advertised_rwnd", "gaps", "duplicates"):
+            assert getattr(chunk, name) == getattr(parsed, name), name
+    good = _packet(sctp, _sack(41, 1000))
+    for packet in (
+        good[:-1] + bytes([good[-1] ^ 1]),  # bad checksum
+        _packet(sctp, _sack(41, 1000), tag=sctp._local_verification_tag + 1),
+        _packet(sctp, _sack(41, 1000, gaps=[(2, 3)])),  # gap blocks: aiortc's parse
+        _packet(sctp, _sack(41, 1000, duplicates=[40])),
+        _packet(sctp, _sack(41, 1000), _sack(42, 1000)),
+        _packet(sctp, _data(41, 4)),
+        good[:20],
+    ):
+        assert sctp._lone_sack_chunk(packet) is None
+
+
+@pytest.mark.parametrize("report", ["nothing", "gaps", "duplicates"])
+async def test_a_sack_sent_is_the_packet_aiortc_would_send(
+    monkeypatch: pytest.MonkeyPatch, report: str
+) -> None:
+    dtls = RTCDtlsTransport(
+        RTCIceTransport(RTCIceGatherer(iceServers=[])), [RTCCertificate.generateCertificate()]
+    )
+    sent: list[bytes] = []
+
+    async def send_data(data: bytes) -> None:
+        sent.append(data)
+
+    monkeypatch.setattr(dtls, "_send_data", send_data)
+    tuned, plain = seam.TunedSctpTransport(dtls), sctp_module.RTCSctpTransport(dtls)
+    for sctp in (tuned, plain):
+        sctp._remote_port = 5001
+        sctp._remote_verification_tag = 0x12345678
+        sctp._last_received_tsn = 0xFFFFFFFE
+        sctp._advertised_rwnd = 200_000
+        if report == "gaps":
+            sctp._sack_misordered = {1, 2, 4}
+        if report == "duplicates":
+            sctp._sack_duplicates = [0xFFFFFFF0]
+        sctp._sack_needed = True
+        await (sctp._send_sack_now() if sctp is tuned else sctp._send_sack())
+        assert not sctp._sack_needed and not sctp._sack_duplicates
+    assert len(sent) == 2 and sent[0] == sent[1], sent
 
 
 def _dtls_pair() -> tuple[SSL.Connection, SSL.Connection]:

@@ -282,7 +282,11 @@ async def test_tuned_sctp_acks_every_second_packet_and_bursts_within_cwnd() -> N
     async def capture(chunk: Any) -> None:
         sent.append(chunk)
 
+    async def capture_packet(data: bytes) -> None:  # SACKs packed by _send_sack_now
+        sent.extend(sctp_module.parse_packet(data)[3])
+
     sctp._send_chunk = capture  # type: ignore[method-assign]
+    dtls._send_data = capture_packet  # type: ignore[method-assign]
     sctp._association_state = sctp.State.ESTABLISHED
     sctp._remote_port = 5000
     sctp._last_received_tsn = 99
@@ -317,11 +321,11 @@ async def test_tuned_sctp_acks_every_second_packet_and_bursts_within_cwnd() -> N
     await asyncio.sleep(seam.SCTP_SACK_DELAY * 2)
     assert len(sacks()) == 4, "nothing left to acknowledge"
 
-    # Sending: one 64 KiB message on an idle association leaves in one burst of
+    # Sending: one 128 KiB message on an idle association leaves in one burst of
     # 4 * SCTP_MAX_BURST_CALLS packets (aiortc alone: 4), never beyond cwnd.
     sent.clear()
     sctp._cwnd = 1024 * 1024
-    await sctp._send(1, 53, bytes(65536))
+    await sctp._send(1, 53, bytes(131072))
     data = [c for c in sent if isinstance(c, sctp_module.DataChunk)]
     assert len(data) == 4 * seam.SCTP_MAX_BURST_CALLS
     assert [c.tsn for c in data] == sorted(c.tsn for c in data)
