@@ -98,3 +98,14 @@ def test_markdown_table_medians_ratios_and_floor() -> None:
         "+20 % (ok)",
     ]
     assert "| raw | VP8 | encode ms/frame |" in text
+
+
+def test_scale_verdict_needs_an_n_the_official_client_held() -> None:
+    def line(sdk: int, ours: int) -> str:
+        (out,) = report.summary_lines({"scale_largest_n": {"sora_sdk": sdk, "sora_async": ours}})
+        return out
+
+    assert line(50, 100).endswith("(target ≥ 2x official: ok)")
+    assert line(50, 50).endswith("(target ≥ 2x official: miss)")
+    # a run whose N were all too large for both clients proves nothing either way
+    assert line(0, 0).endswith("(target ≥ 2x official: not judged, no N held by sora_sdk)")
