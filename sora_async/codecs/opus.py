@@ -15,6 +15,8 @@ import glob
 import os
 import threading
 from collections.abc import Mapping, Sequence
+from ctypes import c_char_p, c_int, c_int32, c_void_p
+from typing import Any
 
 import av
 import av.error
@@ -399,6 +401,17 @@ class OpusEncoder(Encoder):
 LIBOPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 
 
+_INT_P = ctypes.POINTER(ctypes.c_int)
+
+
+def _bind(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> Any:
+    """``lib.name`` with its result and argument types set."""
+    function = getattr(lib, name)
+    function.restype = restype
+    function.argtypes = list(argtypes)
+    return function
+
+
 class _LibOpus:
     """The few libopus encoder and decoder functions, through ctypes.
 
@@ -411,54 +424,28 @@ class _LibOpus:
     def __init__(self, path: str) -> None:
         lib = ctypes.PyDLL(path)
         self.path = path
-        self.create = lib.opus_decoder_create
-        self.create.restype = ctypes.c_void_p
-        self.create.argtypes = [ctypes.c_int32, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
-        self.destroy = lib.opus_decoder_destroy
-        self.destroy.restype = None
-        self.destroy.argtypes = [ctypes.c_void_p]
-        self.decode = lib.opus_decode
-        self.decode.restype = ctypes.c_int
-        self.decode.argtypes = [
-            ctypes.c_void_p,
-            ctypes.c_char_p,
-            ctypes.c_int32,
-            ctypes.c_void_p,
-            ctypes.c_int,
-            ctypes.c_int,
-        ]
-        self.nb_samples = lib.opus_packet_get_nb_samples
-        self.nb_samples.restype = ctypes.c_int
-        self.nb_samples.argtypes = [ctypes.c_char_p, ctypes.c_int32, ctypes.c_int32]
-        self.strerror = lib.opus_strerror
-        self.strerror.restype = ctypes.c_char_p
-        self.strerror.argtypes = [ctypes.c_int]
-        self.encoder_create = lib.opus_encoder_create
-        self.encoder_create.restype = ctypes.c_void_p
-        self.encoder_create.argtypes = [
-            ctypes.c_int32,
-            ctypes.c_int,
-            ctypes.c_int,
-            ctypes.POINTER(ctypes.c_int),
-        ]
-        self.encoder_destroy = lib.opus_encoder_destroy
-        self.encoder_destroy.restype = None
-        self.encoder_destroy.argtypes = [ctypes.c_void_p]
-        self.encode = lib.opus_encode
-        self.encode.restype = ctypes.c_int32
-        self.encode.argtypes = [
-            ctypes.c_void_p,
-            ctypes.c_void_p,  # const opus_int16 *pcm (an address)
-            ctypes.c_int,
-            ctypes.c_void_p,  # unsigned char *data
-            ctypes.c_int32,
-        ]
+        self.create = _bind(lib, "opus_decoder_create", c_void_p, c_int32, c_int, _INT_P)
+        self.destroy = _bind(lib, "opus_decoder_destroy", None, c_void_p)
+        # opus_decode(st, data, len, opus_int16 *pcm (an address), frame_size, decode_fec)
+        self.decode = _bind(
+            lib, "opus_decode", c_int, c_void_p, c_char_p, c_int32, c_void_p, c_int, c_int
+        )
+        self.nb_samples = _bind(
+            lib, "opus_packet_get_nb_samples", c_int, c_char_p, c_int32, c_int32
+        )
+        self.strerror = _bind(lib, "opus_strerror", c_char_p, c_int)
+        self.encoder_create = _bind(
+            lib, "opus_encoder_create", c_void_p, c_int32, c_int, c_int, _INT_P
+        )
+        self.encoder_destroy = _bind(lib, "opus_encoder_destroy", None, c_void_p)
+        # opus_encode(st, const opus_int16 *pcm, frame_size, unsigned char *data, max_data_bytes)
+        self.encode = _bind(
+            lib, "opus_encode", c_int32, c_void_p, c_void_p, c_int, c_void_p, c_int32
+        )
         # opus_encoder_ctl(OpusEncoder *st, int request, ...) is variadic: only the fixed
         # arguments get argtypes; the value goes as an explicit c_int32 beyond them, which
         # ctypes passes as a variadic argument (ffi_prep_cif_var) where the ABI differs.
-        self.encoder_ctl = lib.opus_encoder_ctl
-        self.encoder_ctl.restype = ctypes.c_int
-        self.encoder_ctl.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        self.encoder_ctl = _bind(lib, "opus_encoder_ctl", c_int, c_void_p, c_int)
 
     def set(self, state: int, request: int, value: int) -> None:
         """``opus_encoder_ctl(state, request, (opus_int32) value)``; raises on an error."""
