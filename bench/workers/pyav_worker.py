@@ -31,7 +31,6 @@ this way, on the 2-core bench machine).
 
 from __future__ import annotations
 
-import fractions
 import os
 import sys
 import time
@@ -44,15 +43,11 @@ from av.video.codeccontext import VideoCodecContext
 from av.video.reformatter import VideoReformatter
 
 from bench import support
-from sora_async.codecs import (
-    _ffmpeg_seam,
-    registry,  # noqa: F401 - registers the configurators
-)
+from sora_async.codecs import registry  # noqa: F401 - registers the configurators
 from sora_async.codecs.pyav import (
     EncoderSettings,
     PyAVVideoDecoder,
-    configurator_for,
-    thread_count,
+    open_encoder_context,
 )
 from sora_async.frames import reformat_with
 from sora_async.hwaccel.backends import backends_for
@@ -61,26 +56,10 @@ emit = support.Emitter()
 
 
 def open_encoder(codec: str, width: int, height: int, bitrate: int, fps: int) -> VideoCodecContext:
+    """The encoder sora_async opens for this codec, size and rate (its configurator)."""
     backend = backends_for("INTERNAL", codec, "encoder")[0]
-    configure = configurator_for(backend.pyav_name)
-    if configure is None:
-        raise RuntimeError(f"no configurator for {backend.pyav_name}")
     settings = EncoderSettings(bitrate=bitrate, framerate=fps)
-    ctx = av.CodecContext.create(backend.pyav_name, "w")
-    assert isinstance(ctx, VideoCodecContext)
-    ctx.width, ctx.height = width, height
-    ctx.time_base = fractions.Fraction(1, fps)
-    ctx.framerate = fractions.Fraction(fps, 1)
-    ctx.bit_rate = bitrate
-    ctx.gop_size = settings.keyframe_interval
-    ctx.max_b_frames = 0
-    ctx.thread_count = thread_count(width, height)
-    setup = configure(ctx, settings, bitrate)
-    ctx.pix_fmt = setup.pix_fmt
-    ctx.options = dict(setup.options)
-    ctx.open()
-    for control_id, value in setup.libvpx_controls:  # what PyAVVideoEncoder applies
-        _ffmpeg_seam.libvpx_control(ctx, backend.pyav_name, control_id, value)
+    ctx, _setup = open_encoder_context(backend, settings, width, height, bitrate)
     return ctx
 
 

@@ -139,6 +139,38 @@ def thread_count(width: int, height: int, cpus: int | None = None) -> int:
     return 1
 
 
+def open_encoder_context(
+    backend: Backend, settings: EncoderSettings, width: int, height: int, bitrate: int
+) -> tuple[VideoCodecContext, EncoderSetup]:
+    """An open FFmpeg encoder of ``backend`` for ``width`` x ``height`` at ``bitrate``
+    (bps), configured by its registered configurator, and that configurator's setup."""
+    configure = configurator_for(backend.pyav_name)
+    if configure is None:
+        raise CodecUnavailableError(f"no configurator for encoder {backend.pyav_name}")
+    ctx = av.CodecContext.create(backend.pyav_name, "w")
+    if not isinstance(ctx, VideoCodecContext):  # pragma: no cover - defensive
+        raise CodecUnavailableError(f"{backend.pyav_name} is not a video encoder")
+    ctx.width = width
+    ctx.height = height
+    ctx.time_base = fractions.Fraction(1, settings.framerate)
+    ctx.framerate = fractions.Fraction(settings.framerate, 1)
+    ctx.bit_rate = bitrate
+    ctx.gop_size = settings.keyframe_interval
+    # No B-frames: they reorder output and add a frame of delay (aiortc#588).
+    ctx.max_b_frames = 0
+    ctx.thread_count = settings.threads or thread_count(width, height)
+    setup = configure(ctx, settings, bitrate)
+    ctx.pix_fmt = setup.pix_fmt
+    ctx.options = dict(setup.options)
+    ctx.open()
+    for control_id, value in setup.libvpx_controls:
+        if not _ffmpeg_seam.libvpx_control(ctx, backend.pyav_name, control_id, value):
+            logger.debug(
+                "%s: libvpx control %d=%d not applied", backend.pyav_name, control_id, value
+            )
+    return ctx, setup
+
+
 def rtp_timestamp_of(frame: av.frame.Frame, clock_rate: int, fallback: int) -> int:
     """The frame's pts on the RTP clock (mod 2**32), or ``fallback`` when it has none."""
     if frame.pts is None or frame.time_base is None:
@@ -377,33 +409,7 @@ class PyAVVideoEncoder(Encoder):
     def _create_context(
         self, backend: Backend, width: int, height: int
     ) -> tuple[VideoCodecContext, EncoderSetup]:
-        configure = configurator_for(backend.pyav_name)
-        if configure is None:
-            raise CodecUnavailableError(f"no configurator for encoder {backend.pyav_name}")
-        ctx = av.CodecContext.create(backend.pyav_name, "w")
-        if not isinstance(ctx, VideoCodecContext):  # pragma: no cover - defensive
-            raise CodecUnavailableError(f"{backend.pyav_name} is not a video encoder")
-        settings = self._settings
-        ctx.width = width
-        ctx.height = height
-        ctx.time_base = fractions.Fraction(1, settings.framerate)
-        ctx.framerate = fractions.Fraction(settings.framerate, 1)
-        bitrate = self.ctx_bitrate
-        ctx.bit_rate = bitrate
-        ctx.gop_size = settings.keyframe_interval
-        # No B-frames: they reorder output and add a frame of delay (aiortc#588).
-        ctx.max_b_frames = 0
-        ctx.thread_count = settings.threads or thread_count(width, height)
-        setup = configure(ctx, settings, bitrate)
-        ctx.pix_fmt = setup.pix_fmt
-        ctx.options = dict(setup.options)
-        ctx.open()
-        for control_id, value in setup.libvpx_controls:
-            if not _ffmpeg_seam.libvpx_control(ctx, backend.pyav_name, control_id, value):
-                logger.debug(
-                    "%s: libvpx control %d=%d not applied", backend.pyav_name, control_id, value
-                )
-        return ctx, setup
+        return open_encoder_context(backend, self._settings, width, height, self.ctx_bitrate)
 
     def _next_backend(self, exc: BaseException) -> bool:
         failed = self.backend
