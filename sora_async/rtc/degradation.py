@@ -411,19 +411,16 @@ class DegradationAdapter:
             return
         self.cpu.on_size(self.pixels)
         verdict = self.cpu.check(now, self.fps)
-        if verdict == "overuse":
-            if self._step_down():
-                self._last_down = now
-                self._good_since = None
-                self.cpu_limited = True
-            return
+        overuse = verdict == "overuse"
         need = self._need(self.pixels, self.fps)
         short = self.target > 0 and self.target < need
-        if short and now - self._last_down >= DOWN_INTERVAL:
+        # a CPU verdict acts at once (it comes every 5 s at most); bandwidth at most
+        # once per DOWN_INTERVAL
+        if overuse or (short and now - self._last_down >= DOWN_INTERVAL):
             if self._step_down():
                 self._last_down = now
                 self._good_since = None
-                self.cpu_limited = False
+                self.cpu_limited = overuse
             return
         if short or not self._degraded():
             self._good_since = None
