@@ -187,3 +187,22 @@ class QueueSource(MediaStreamTrack):
 
     async def recv(self) -> av.VideoFrame:
         return await self.queue.get()
+
+
+class DropEveryRecord:
+    """A transport receive filter that drops every ``period``-th DTLS application-data
+    record (SCTP) and lets everything else through; counts what it dropped."""
+
+    def __init__(self, period: int) -> None:
+        self.period = period
+        self.seen = 0
+        self.dropped = 0
+
+    def __call__(self, datagram: bytes) -> bool:
+        if datagram[0] != 23:  # DTLS application data (RFC 7983): SCTP only
+            return True
+        self.seen += 1
+        if self.seen % self.period:
+            return True
+        self.dropped += 1
+        return False

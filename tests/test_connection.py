@@ -35,6 +35,7 @@ from sora_async.devserver import DevServer
 from sora_async.hwaccel import VideoCodecImplementation as Impl
 from sora_async.hwaccel import VideoCodecPreference, VideoCodecType
 from sora_async.signaling import State
+from tests.rtc_support import DropEveryRecord
 
 MODES: dict[str, dict[str, Any]] = {
     "websocket": {"data_channel_signaling": False, "ignore_disconnect_websocket": False},
@@ -530,19 +531,7 @@ async def test_a_burst_of_64_kib_messages_arrives_complete_in_order_and_exact(
     payloads = [
         seq.to_bytes(4, "big") + os.urandom(65536 - 4 - (seq % 3) * 7) for seq in range(count)
     ]
-    dropped = 0
-
-    def drop_some(datagram: bytes) -> bool:
-        nonlocal dropped
-        if datagram[0] != 23:  # DTLS application data (SCTP) only
-            return True
-        drop_some.seen += 1  # type: ignore[attr-defined]
-        if drop_some.seen % 13:  # type: ignore[attr-defined]
-            return True
-        dropped += 1
-        return False
-
-    drop_some.seen = 0  # type: ignore[attr-defined]
+    drop_some = DropEveryRecord(13)
     async with asyncio.timeout(60), alice, bob:
         for rec in (alice_rec, bob_rec):
             await rec.wait("data_channel", lambda label: label == "#bulk")
@@ -563,7 +552,7 @@ async def test_a_burst_of_64_kib_messages_arrives_complete_in_order_and_exact(
         assert [len(data) for data in received] == [len(p) for p in payloads]
         assert [data[:4] for data in received] == [p[:4] for p in payloads], "in order"
         assert received == payloads, "byte for byte"
-        assert not lossy or dropped >= 100
+        assert not lossy or drop_some.dropped >= 100
 
 
 # -- the three signaling modes, next to the official client --------------------------------

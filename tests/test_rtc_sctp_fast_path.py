@@ -35,6 +35,7 @@ from OpenSSL import SSL
 
 from sora_async import _aiortc_seam as seam
 from sora_async.rtc.transport import BundleTransport
+from tests.rtc_support import DropEveryRecord
 
 
 def test_the_aiortc_members_the_sctp_fast_paths_use_exist() -> None:
@@ -169,19 +170,7 @@ async def test_64_kib_messages_arrive_whole_and_in_order_through_the_fast_paths(
     lone = _Spy(monkeypatch, seam.TunedSctpTransport, "_lone_data_chunk")
     lone_sack = _Spy(monkeypatch, seam.TunedSctpTransport, "_lone_sack_chunk")
     payloads = [seq.to_bytes(4, "big") + os.urandom(65536 - 4 - seq % 5) for seq in range(30)]
-    dropped = 0
-
-    def drop_some(datagram: bytes) -> bool:  # every 17th DTLS application-data record
-        nonlocal dropped
-        if datagram[0] != 23:
-            return True
-        drop_some.seen += 1  # type: ignore[attr-defined]
-        if drop_some.seen % 17:  # type: ignore[attr-defined]
-            return True
-        dropped += 1
-        return False
-
-    drop_some.seen = 0  # type: ignore[attr-defined]
+    drop_some = DropEveryRecord(17)
     async with _connected_pair() as pair, asyncio.timeout(60):
         sent, _received, inbox = await _open(pair)
         if lossy:
@@ -196,7 +185,7 @@ async def test_64_kib_messages_arrive_whole_and_in_order_through_the_fast_paths(
     # a SACK every second packet, most without gaps
     assert lone_sack.results.get(True, 0) > 30 * 55 // 4, lone_sack.results
     if lossy:
-        assert dropped >= 30 * 56 // 17
+        assert drop_some.dropped >= 30 * 56 // 17
 
 
 async def test_a_handler_that_waits_keeps_later_packets_in_order() -> None:
