@@ -206,3 +206,33 @@ class DropEveryRecord:
             return True
         self.dropped += 1
         return False
+
+
+async def no_rtcp(data: bytes) -> bool:
+    """A receiver's ``send_rtcp`` that sends nothing."""
+    return True
+
+
+def receiver_for(
+    kind: str,
+    send_rtcp: Callable[[bytes], Awaitable[bool]] = no_rtcp,
+    *,
+    mid: str = "0",
+    queue_size: int | None = None,
+) -> tuple[Any, RemoteTrack]:
+    """An ``RtpReceiver`` of Opus (audio) or VP8 (video) feeding a new track."""
+    from sora_async.codecs import create_decoder
+    from sora_async.rtc.receiver import RtpReceiver
+
+    codec = opus_codec() if kind == "audio" else vp8_codec()
+    track = RemoteTrack(kind, track_id=kind, stream_id="s", mid=mid, queue_size=queue_size)
+    receiver = RtpReceiver(
+        kind=kind,
+        mid=mid,
+        codecs=[codec],
+        track=track,
+        send_rtcp=send_rtcp,
+        rtcp_ssrc=7,
+        decoder_factory=lambda c: create_decoder(c.name),
+    )
+    return receiver, track

@@ -23,13 +23,13 @@ import pytest
 from aiortc.rtp import RtpPacket
 
 from sora_async import AudioSink, VideoSink
-from sora_async.codecs import create_decoder, create_packetizer
+from sora_async.codecs import create_packetizer
 from sora_async.codecs import opus as opus_module
 from sora_async.codecs.base import EncodedFrame
 from sora_async.codecs.opus import OpusDecoder, OpusEncoder
 from sora_async.frames import reformat_video
-from sora_async.rtc.receiver import RemoteTrack, RtpReceiver
-from tests.rtc_support import opus_codec, vp8_codec
+from sora_async.rtc.receiver import RtpReceiver
+from tests.rtc_support import opus_codec, receiver_for, vp8_codec
 
 OPUS = opus_codec()
 VP8 = vp8_codec()
@@ -56,25 +56,6 @@ def tone_of(pcm: np.ndarray, rate: int) -> tuple[float, float]:
     spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.size)))
     peak = float(np.fft.rfftfreq(samples.size, 1 / rate)[int(np.argmax(spectrum))])
     return peak, float(np.sqrt(np.mean(samples**2)))
-
-
-async def no_rtcp(data: bytes) -> bool:
-    return True
-
-
-def receiver_for(kind: str, send_rtcp: Any = no_rtcp) -> tuple[RtpReceiver, RemoteTrack]:
-    codec = OPUS if kind == "audio" else VP8
-    track = RemoteTrack(kind, track_id=kind, stream_id="s", mid="0")
-    receiver = RtpReceiver(
-        kind=kind,
-        mid="0",
-        codecs=[codec],
-        track=track,
-        send_rtcp=send_rtcp,
-        rtcp_ssrc=7,
-        decoder_factory=lambda c: create_decoder(c.name),
-    )
-    return receiver, track
 
 
 async def feed_audio(receiver: RtpReceiver, packets: list[bytes], first: int = 0) -> None:

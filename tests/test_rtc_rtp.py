@@ -27,11 +27,11 @@ from aiortc.rtp import (
     pack_remb_fci,
 )
 
-from sora_async.codecs import EncoderSettings, create_decoder, create_encoder, create_packetizer
+from sora_async.codecs import EncoderSettings, create_encoder, create_packetizer
 from sora_async.rtc.receiver import NackTracker, RemoteTrack, RtpReceiver, nack_packet
 from sora_async.rtc.sdp import EXT_MID, EXT_RID, EXT_RRID, NegotiatedCodec
 from sora_async.rtc.sender import EncodingParameters, RtpSender, SendLayer, extensions_map
-from tests.rtc_support import QueueSource, vp8_codec
+from tests.rtc_support import QueueSource, receiver_for, vp8_codec
 
 VP8 = vp8_codec()
 H264 = NegotiatedCodec(
@@ -278,16 +278,7 @@ class Feedback:
 
 
 def make_receiver(feedback: Feedback) -> tuple[RtpReceiver, RemoteTrack]:
-    track = RemoteTrack("video", track_id="t", stream_id="S", mid="1", queue_size=100)
-    receiver = RtpReceiver(
-        kind="video",
-        mid="1",
-        codecs=[VP8],
-        track=track,
-        send_rtcp=feedback.send,
-        rtcp_ssrc=7,
-        decoder_factory=lambda codec: create_decoder(codec.name),
-    )
+    receiver, track = receiver_for("video", feedback.send, mid="1", queue_size=100)
     return receiver, track
 
 

@@ -18,9 +18,8 @@ from sora_async import (
     VideoFrameTransformer,
 )
 from sora_async.codecs.base import EncodedFrame
-from sora_async.codecs.registry import create_decoder, create_depacketizer, create_packetizer
+from sora_async.codecs.registry import create_depacketizer, create_packetizer
 from sora_async.rtc import RemoteTrack
-from sora_async.rtc.receiver import RtpReceiver
 from sora_async.transform import (
     AudioFrameType,
     FrameDirection,
@@ -28,7 +27,7 @@ from sora_async.transform import (
     av1_unwrap_opaque,
     av1_wrap_opaque,
 )
-from tests.rtc_support import opus_codec
+from tests.rtc_support import receiver_for
 
 
 def video(data: bytes = b"\x10\x02\x00\x9d\x01\x2a", codec: str = "VP8") -> EncodedFrame:
@@ -322,21 +321,7 @@ async def test_pipeline_audio_drops_only_what_overflows_and_close_releases_frame
 
 async def test_receive_side_audio_facts_come_from_the_rtp_packet() -> None:
     """CSRCs, sequence number, RFC 6464 voice flag and level, arrival time (µs, monotonic)."""
-    opus = opus_codec()
-    track = RemoteTrack("audio", track_id="t", stream_id="S", mid="0")
-
-    async def no_rtcp(data: bytes) -> bool:
-        return True
-
-    receiver = RtpReceiver(
-        kind="audio",
-        mid="0",
-        codecs=[opus],
-        track=track,
-        send_rtcp=no_rtcp,
-        rtcp_ssrc=7,
-        decoder_factory=lambda codec: create_decoder(codec.name),
-    )
+    receiver, track = receiver_for("audio")
     seen: list[TransformableAudioFrame] = []
     got = asyncio.Event()
 
