@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fractions
+from collections.abc import Callable
 
 import av
 import numpy as np
@@ -35,17 +36,23 @@ def _image(width: int, height: int, seed: int = 1) -> np.ndarray:
     return image
 
 
+def _fast_and_slow(
+    convert: Callable[[av.VideoFrame], av.VideoFrame | None], frame: av.VideoFrame, format: str
+) -> tuple[av.VideoFrame, av.VideoFrame]:
+    """libyuv's conversion of ``frame`` (size, format and timing checked) and libswscale's."""
+    frame.pts, frame.time_base = 1234, fractions.Fraction(1, 90000)
+    fast = convert(frame)
+    assert fast is not None
+    assert (fast.format.name, fast.width, fast.height) == (format, frame.width, frame.height)
+    assert (fast.pts, fast.time_base) == (1234, fractions.Fraction(1, 90000))
+    return fast, VideoReformatter().reformat(frame, format=format, threads=1)
+
+
 @needs_libyuv
 @pytest.mark.parametrize("size", [(640, 480), (1280, 720), (34, 18)])
 def test_libyuv_matches_libswscale_within_one(size: tuple[int, int]) -> None:
-    width, height = size
-    source = av.VideoFrame.from_numpy_buffer(_image(width, height), format="bgr24")
-    source.pts, source.time_base = 1234, fractions.Fraction(1, 90000)
-    fast = bgr24_to_i420(source)
-    assert fast is not None
-    assert (fast.format.name, fast.width, fast.height) == ("yuv420p", width, height)
-    assert (fast.pts, fast.time_base) == (1234, fractions.Fraction(1, 90000))
-    slow = VideoReformatter().reformat(source, format="yuv420p", threads=1)
+    source = av.VideoFrame.from_numpy_buffer(_image(*size), format="bgr24")
+    fast, slow = _fast_and_slow(bgr24_to_i420, source, "yuv420p")
     for a, b in zip(_planes(fast), _planes(slow), strict=True):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
     # BT.601 limited range, as libswscale: pure blue is Y=41, U=240, V=110 (libyuv: U=239)
@@ -128,14 +135,8 @@ def _bt601(frame: av.VideoFrame) -> np.ndarray:
 @needs_libyuv
 @pytest.mark.parametrize("size", [(640, 480), (1280, 720)])
 def test_i420_to_bgr24_matches_libswscale_on_decoded_frames(size: tuple[int, int]) -> None:
-    width, height = size
-    decoded = _decoded(width, height)
-    decoded.pts, decoded.time_base = 4321, fractions.Fraction(1, 90000)
-    fast = i420_to_bgr24(decoded)
-    assert fast is not None
-    assert (fast.format.name, fast.width, fast.height) == ("bgr24", width, height)
-    assert (fast.pts, fast.time_base) == (4321, fractions.Fraction(1, 90000))
-    slow = VideoReformatter().reformat(decoded, format="bgr24", threads=1)
+    decoded = _decoded(*size)
+    fast, slow = _fast_and_slow(i420_to_bgr24, decoded, "bgr24")
     difference = np.abs(fast.to_ndarray().astype(int) - slow.to_ndarray().astype(int))
     assert difference.max() <= 3  # measured: 3 (mean 1.1)
     assert np.abs(fast.to_ndarray() - _bt601(decoded)).max() <= 2
