@@ -240,14 +240,7 @@ class OpusEncoder(Encoder):
         if state is None or self._target_bitrate != self._state_bitrate:
             state = self._open_libopus(state)
         samples = self._samples_per_packet
-        if (
-            frame.samples == samples
-            and not len(self._pending)
-            and frame.format.name == "s16"
-            and frame.sample_rate == SAMPLE_RATE
-            and frame.layout.name == self._layout
-            and self._converter is None
-        ):
+        if frame.samples == samples and not len(self._pending) and self._as_is(frame):
             # The common case (AudioSource's 20 ms at 48 kHz): no copy before libopus.
             return [self._encode_packet(state, frame.planes[0].buffer_ptr)]
         pcm = self._pcm(frame)
@@ -262,14 +255,19 @@ class OpusEncoder(Encoder):
         self._pending = pcm[whole:].copy()
         return out
 
-    def _pcm(self, frame: av.AudioFrame) -> np.ndarray:
-        """``frame`` as flat interleaved s16 at 48 kHz with the encoder's channels."""
-        if (
+    def _as_is(self, frame: av.AudioFrame) -> bool:
+        """Whether libopus takes ``frame``'s samples without conversion: packed s16 at
+        48 kHz with the encoder's layout, and no resampler holding samples back."""
+        return (
             frame.format.name == "s16"
             and frame.sample_rate == SAMPLE_RATE
             and frame.layout.name == self._layout
             and self._converter is None
-        ):
+        )
+
+    def _pcm(self, frame: av.AudioFrame) -> np.ndarray:
+        """``frame`` as flat interleaved s16 at 48 kHz with the encoder's channels."""
+        if self._as_is(frame):
             count = frame.samples * self._channels
             return np.frombuffer(memoryview(frame.planes[0]), np.int16, count)
         if self._converter is None:
