@@ -1030,6 +1030,13 @@ _SACK_PACKET = struct.Struct("!HHL4xBBHLLHH")
 _SACK_CHUNK_LENGTH = 16
 
 
+def _checksum_ok(packet: bytes) -> bool:
+    """RFC 9260 §6.8: the CRC32c of the packet with a zero checksum field, which
+    goes little-endian in bytes 8-12 (as aiortc's ``parse_packet`` checks it)."""
+    zeroed = packet[:8] + b"\x00\x00\x00\x00" + packet[12:]
+    return bool(packet[8:12] == crc32c(zeroed).to_bytes(4, "little"))
+
+
 class _InboundStream(InboundStream):
     """aiortc's reassembly, but ``pop_messages`` returns at once while no last
     fragment is held: no message can be complete then. aiortc rescans the whole
@@ -1144,8 +1151,7 @@ class TunedSctpTransport(RTCSctpTransport):
             length <= SCTP_DATA_CHUNK_HEADER_LENGTH
             or tag != self._local_verification_tag
             or end + (-length % 4) != len(data)
-            or data[8:12]
-            != crc32c(data[:8] + b"\x00\x00\x00\x00" + data[12:]).to_bytes(4, "little")
+            or not _checksum_ok(data)
         ):
             return None
         chunk = DataChunk(flags)
@@ -1170,8 +1176,7 @@ class TunedSctpTransport(RTCSctpTransport):
             or gaps
             or duplicates
             or tag != self._local_verification_tag
-            or data[8:12]
-            != crc32c(data[:8] + b"\x00\x00\x00\x00" + data[12:]).to_bytes(4, "little")
+            or not _checksum_ok(data)
         ):
             return None
         sack = SackChunk()
