@@ -1193,9 +1193,15 @@ class TunedSctpTransport(RTCSctpTransport):
             self._remote_verification_tag,
             chunk,
         )
+        if not self._sent_now(packet):
+            await self.transport._send_data(packet)
+
+    def _sent_now(self, packet: bytes) -> bool:
+        """Whether ``packet`` went straight to the socket
+        (:meth:`RawDtlsTransport.send_data_now`); if not, the caller awaits aiortc's
+        ``_send_data`` (no coroutine of its own here: this is per packet)."""
         dtls = self.transport
-        if not (isinstance(dtls, RawDtlsTransport) and dtls.send_data_now(packet)):
-            await dtls._send_data(packet)
+        return isinstance(dtls, RawDtlsTransport) and dtls.send_data_now(packet)
 
     def _mark_received(self, tsn: int) -> bool:
         # The in-order case without gaps or duplicates, without aiortc's sort and
@@ -1368,9 +1374,8 @@ class TunedSctpTransport(RTCSctpTransport):
             0,
         )
         packet = packet[:8] + crc32c(packet).to_bytes(4, "little") + packet[12:]
-        dtls = self.transport
-        if not (isinstance(dtls, RawDtlsTransport) and dtls.send_data_now(packet)):
-            await dtls._send_data(packet)
+        if not self._sent_now(packet):
+            await self.transport._send_data(packet)
         self._sack_needed = False
 
     async def _send_deferred_sack(self) -> None:
