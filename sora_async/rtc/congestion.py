@@ -473,8 +473,8 @@ class TransportCongestion:
     def pace(self, size: int) -> float:
         """Pace one outgoing video RTP packet: take ``size`` bytes off the padding
         budget and reserve the packet's pacer slot. Returns the seconds to wait
-        before sending it (0.0: now, within the burst); the caller waits, so that
-        a packet sent at once costs no coroutine."""
+        before sending it (0.0: now, within the burst); the caller sends it now or
+        leaves it to a :class:`~.pacer.PacedQueue`."""
         self._padding_budget -= size  # media fills the padding budget first
         delay = self.pacer.reserve(size)
         return delay if delay > BURST_WINDOW else 0.0

@@ -4,7 +4,8 @@ libwebrtc's ``PacingController`` sends at ``pacing_factor`` (2.5) times the
 target bit rate; a 30 kB key frame at 300 kbps then takes ~320 ms on the wire
 instead of leaving in one burst that overflows the bottleneck queue. Here each
 video packet reserves its slot on the budget (:meth:`Pacer.reserve`, through
-``TransportCongestion.pace``) and the sender sleeps until that slot. Audio is not paced
+``TransportCongestion.pace``) and waits for it in the :class:`PacedQueue`, which
+sends it when the slot comes; the sender itself never waits. Audio is not paced
 (libwebrtc gives it priority). A queue longer than ``max_queue`` seconds is
 not allowed to build: the slot is moved forward (libwebrtc raises the pacing
 rate so that the queue drains within its ``max_queue_time``).
@@ -19,7 +20,10 @@ the window, every packet still waits for its slot.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import deque
+from collections.abc import Callable
 
 #: libwebrtc ``kDefaultPacingFactor``.
 PACING_FACTOR = 2.5
@@ -57,4 +61,52 @@ class Pacer:
         return delay
 
 
-__all__ = ["BURST_WINDOW", "PACING_FACTOR", "Pacer"]
+class PacedQueue:
+    """Packets waiting for their pacer slot, sent by a loop timer (libwebrtc's
+    ``PacingController`` queue).
+
+    Whoever hands a packet over does not wait for its slot: a sender's loop goes
+    on to its next frame while the previous one drains, as libwebrtc's encoder
+    does. When the send loop awaited each packet's slot, a frame that took longer
+    to pace than a frame interval (a 720p frame, a key frame) held the encoder up
+    and source frames were dropped (720p senders at 25-28 fps). One timer serves
+    the whole queue, and everything due within :data:`BURST_WINDOW` of the head's
+    slot leaves in the same wake-up. Order is kept (first in, first out).
+    """
+
+    def __init__(self, send: Callable[[bytes], None]) -> None:
+        self._send = send
+        self._queue: deque[tuple[float, bytes]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def push(self, delay: float, data: bytes) -> None:
+        """Queue ``data`` to be sent ``delay`` seconds from now (after the packets
+        queued before it)."""
+        self._queue.append((time.monotonic() + delay, data))
+        if self._timer is None:
+            self._arm(delay)
+
+    def clear(self) -> None:
+        """Drop what waits and the timer (the transport is closing)."""
+        self._queue.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self, delay: float) -> None:
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, delay), self._drain)
+
+    def _drain(self) -> None:
+        self._timer = None
+        queue, send = self._queue, self._send
+        limit = time.monotonic() + BURST_WINDOW
+        while queue and queue[0][0] <= limit:
+            send(queue.popleft()[1])
+        if queue:
+            self._arm(queue[0][0] - time.monotonic())
+
+
+__all__ = ["BURST_WINDOW", "PACING_FACTOR", "PacedQueue", "Pacer"]

@@ -69,6 +69,7 @@ from ..transform import send_hook
 from . import stats as rtc_stats
 from ._workers import random_ssrc
 from .congestion import TransportCongestion, simulcast_limits, simulcast_padding
+from .pacer import PacedQueue
 from .receiver import FrameTransform, RemoteTrack, RtpReceiver
 from .sdp import (
     EXT_TRANSPORT_CC,
@@ -207,6 +208,8 @@ class RtcPeer(AsyncIOEventEmitter):
         self._negotiating = asyncio.Lock()
         #: transport-cc / REMB estimation, pacing (issue 6; :mod:`.congestion`)
         self.congestion = TransportCongestion()
+        #: video packets waiting for their pacer slot
+        self._paced = PacedQueue(self._send_paced)
 
     # --- public ----------------------------------------------------------------------
 
@@ -288,6 +291,7 @@ class RtcPeer(AsyncIOEventEmitter):
         if self._closed:
             return
         self._closed = True
+        self._paced.clear()
         # A negotiation in flight (gathering) finishes first, so that nothing
         # it creates outlives the transport.
         async with self._negotiating:
@@ -740,15 +744,28 @@ class RtcPeer(AsyncIOEventEmitter):
             sender = self._sender_ssrcs.get(int.from_bytes(data[8:12], "big"))
             if sender is not None and sender.kind == "video":
                 delay = congestion.pace(len(data))
-                if delay:
-                    await asyncio.sleep(delay)
-                    if self.transport is not transport or self._closed:
-                        return False
+                if delay or self._paced:
+                    self._paced.push(delay, data)  # the sender goes on to its next frame
+                    return True
             data = congestion.stamp(data)
         sent = transport.send_rtp_now(data)
         if sent is None:
             return await transport.send_rtp(data)
         return sent
+
+    def _send_paced(self, data: bytes) -> None:
+        """Send a video packet whose pacer slot came (:class:`~.pacer.PacedQueue`)."""
+        transport = self.transport
+        if transport is None or self._closed:
+            return
+        data = self.congestion.stamp(data)
+        try:
+            if transport.send_rtp_now(data) is None:
+                task = asyncio.ensure_future(transport.send_rtp(data))
+                self._tasks.add(task)
+                task.add_done_callback(self._task_done)
+        except Exception:  # a timer callback: nobody else would see it
+            logger.exception("sending a paced packet failed")
 
     async def _handle_rtp(self, data: bytes, arrival_ms: int) -> None:
         try:
