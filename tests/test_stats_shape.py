@@ -115,9 +115,7 @@ async def official_shapes(official_client: Any, url: str) -> tuple[dict, dict]:
     ):
         await rx.connect()
         await tx.connect()
-        sent = await poll(
-            tx.get_stats, lambda s: has(s, "remote-inbound-rtp", "roundTripTime"), 30
-        )
+        sent = await poll(tx.get_stats, lambda s: has(s, "remote-inbound-rtp", "roundTripTime"), 30)
         received = await poll(rx.get_stats, lambda s: has(s, "inbound-rtp", "framesDecoded"), 30)
         await tx.disconnect()
         await rx.disconnect()
@@ -137,9 +135,7 @@ async def our_shapes(url: str) -> tuple[dict, dict]:
     sinks: list[VideoSink] = []
     rx.on("track", lambda t: t.kind == "video" and sinks.append(VideoSink(t)))
     async with asyncio.timeout(60), rx, tx:
-        sent = await poll(
-            tx.get_stats, lambda s: has(s, "remote-inbound-rtp", "roundTripTime"), 30
-        )
+        sent = await poll(tx.get_stats, lambda s: has(s, "remote-inbound-rtp", "roundTripTime"), 30)
         received = await poll(rx.get_stats, lambda s: has(s, "inbound-rtp", "framesDecoded"), 30)
     return key_sets(sent, "video"), key_sets(received, "video")
 
