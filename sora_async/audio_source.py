@@ -130,6 +130,10 @@ class AudioSource(LocalTrack):
         self._emitted = 0  # samples at 48 kHz
         self._last_recv = -1.0
         self._in_recv = False
+        #: recv() waits for a frame's audio (not for the clock): a write completing
+        #: a frame wakes it. Read without the lock: recv() re-checks its predicate
+        #: after registering, so a write that saw False cannot be missed.
+        self._awaiting_data = False
         self.samples_dropped = 0
 
     # -- producer side --------------------------------------------------------------------
@@ -237,7 +241,7 @@ class AudioSource(LocalTrack):
                     self.samples_dropped += len(dropped)
         if whole:
             self._changed.notify()
-            if self._queued >= self._per_frame:
+            if self._awaiting_data and self._queued >= self._per_frame:
                 self._paced.notify()
 
     def _consuming(self) -> bool:
@@ -256,16 +260,23 @@ class AudioSource(LocalTrack):
                 self._clock_start = now
             due = self._clock_start + self._emitted / OUTPUT_RATE
             if due - now > 0:
-                if due - now > _EARLY_S:
-                    # A producer with a backlog: at most _EARLY_S ahead of the clock.
-                    await self._paced.wait_for(lambda: self._ended, due - _EARLY_S - now)
                 # A whole frame goes out as soon as it is queued, woken by the write that
                 # completed it: a timer wake-up of its own costs ~130 µs of CPU on an
                 # otherwise idle loop, as much as the rest of the frame's Python work.
-                await self._paced.wait_for(
-                    lambda: self._ended or self._queued >= self._per_frame,
-                    due - time.monotonic(),
-                )
+                self._awaiting_data = True
+                try:
+                    await self._paced.wait_for(
+                        lambda: self._ended or self._queued >= self._per_frame, due - now
+                    )
+                finally:
+                    self._awaiting_data = False
+                now = time.monotonic()
+                if due - now > _EARLY_S and not self._ended:
+                    # A producer with a backlog: at most _EARLY_S ahead of the clock.
+                    # Only then, once the audio is there, a timer (the data is waited
+                    # for first: a producer 20-40 ms ahead would otherwise cost a timer
+                    # and a write's wake-up per frame). Writes do not wake this wait.
+                    await self._paced.wait_for(lambda: self._ended, due - _EARLY_S - now)
             elif now - due > _MAX_LAG_S:
                 # The loop stalled: restart the clock rather than send a burst.
                 self._clock_start = now - self._emitted / OUTPUT_RATE

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
+from collections.abc import Callable
 
 import av
 import numpy as np
@@ -243,3 +244,50 @@ async def test_audio_source_hands_over_whole_frames_early_and_paces_a_backlog() 
     source.stop()  # wakes the paced wait at once
     with pytest.raises(MediaStreamError):
         await asyncio.wait_for(stopping, 0.5)
+
+
+class _CountingChanged(Changed):
+    """Counts the waits ``recv()`` registers (each one is a loop wake-up)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+
+    async def wait_for(
+        self,
+        predicate: Callable[[], bool],
+        timeout: float | None = None,  # noqa: ASYNC109 - Changed's own signature
+    ) -> bool:
+        if not predicate():  # counted only when it has to wait
+            self.waits += 1
+        return await super().wait_for(predicate, timeout)
+
+
+@pytest.mark.parametrize("lead_chunks", [3, 6])
+async def test_a_real_time_producer_costs_recv_one_wait_per_frame(lead_chunks: int) -> None:
+    """A producer writing 10 ms every 10 ms, 30 ms (within the early window: the data
+    is waited for) or 60 ms (a backlog: the clock is waited for) ahead of the clock:
+    one wait per frame either way, never both a timer and a write's wake-up, and the
+    writes between do not wake recv()."""
+    source = AudioSource(1, 48000)
+    counting = _CountingChanged()
+    source._paced = counting
+    chunk = np.full((480, 1), 1000, np.int16)
+    for _ in range(lead_chunks):
+        source.write(chunk)
+    await asyncio.wait_for(source.recv(), 1)  # starts the clock
+
+    async def producer() -> None:
+        start = time.monotonic()
+        for index in range(1, 41):
+            await asyncio.sleep(max(0.0, start + index * 0.01 - time.monotonic()))
+            source.write(chunk)
+
+    writing = asyncio.ensure_future(producer())
+    try:
+        frames = [await asyncio.wait_for(source.recv(), 1) for _ in range(16)]
+    finally:
+        writing.cancel()
+    assert all(np.abs(f.to_ndarray()).max() == 1000 for f in frames)  # no silence
+    # each wait is one wake-up; before, 2-3 per frame (a timer, then the write)
+    assert counting.waits <= len(frames) + 1, counting.waits
