@@ -881,9 +881,10 @@ class RtcPeer(AsyncIOEventEmitter):
         padding rate (simulcast with a layer off: see ``TransportCongestion.padding_due``)."""
         congestion = self.congestion
         while not self._closed:
-            if not self.senders:
-                # recvonly: nothing to pad. Checked twice a second rather than 50 times
-                # (a timer per connection every 20 ms is 5000 loop wake-ups/s at 100).
+            if not any(sender.kind == "video" for sender in self.senders):
+                # recvonly or audio only: nothing to pad (padding is video RTX). Checked
+                # twice a second rather than 50 times (a timer per connection every
+                # 20 ms is 5000 loop wake-ups/s at 100).
                 await asyncio.sleep(PADDING_IDLE_INTERVAL)
                 continue
             # Nothing to pad (the usual case) is checked 10 times a second, not 50.
