@@ -89,8 +89,10 @@ class PacedQueue:
         if self._timer is None:
             self._arm(delay)
 
-    def clear(self) -> None:
-        """Drop what waits and the timer (the transport is closing)."""
+    def close(self) -> None:
+        """Drop what waits, the timer and ``send`` (the transport is closing; ``send``
+        is its owner's method, a reference cycle otherwise). Later pushes are dropped."""
+        self._send = _dropped
         self._queue.clear()
         if self._timer is not None:
             self._timer.cancel()
@@ -107,6 +109,10 @@ class PacedQueue:
             send(queue.popleft()[1])
         if queue:
             self._arm(queue[0][0] - time.monotonic())
+
+
+def _dropped(data: bytes) -> None:
+    """``send`` of a closed :class:`PacedQueue`."""
 
 
 __all__ = ["BURST_WINDOW", "PACING_FACTOR", "PacedQueue", "Pacer"]

@@ -291,7 +291,7 @@ class RtcPeer(AsyncIOEventEmitter):
         if self._closed:
             return
         self._closed = True
-        self._paced.clear()
+        self._paced.close()
         # A negotiation in flight (gathering) finishes first, so that nothing
         # it creates outlives the transport.
         async with self._negotiating:
