@@ -340,7 +340,7 @@ class Connection(Emitter):
                 action.attempt, action.url, self.options, self._protocol, self._feed, self._spawn
             )
             self._websockets[action.attempt] = websocket
-            self._spawn(websocket.run())
+            self._spawn(self._run_websocket(websocket))
         elif isinstance(action, act.CloseWebSocket):
             websocket = self._websockets.get(action.attempt)
             if websocket is not None:
@@ -358,6 +358,16 @@ class Connection(Emitter):
         elif isinstance(action, act.ClosePeerConnection):
             self._pc_closed = True
             self._spawn(self._close_peer_connection())
+
+    async def _run_websocket(self, websocket: SignalingWebSocket) -> None:
+        try:
+            await websocket.run()
+        finally:
+            # It holds this connection's _feed and _spawn: a reference cycle that would
+            # leave the whole closed connection to the cyclic GC. Nothing is sent on
+            # an attempt that ended (the machine was told by websocket_closed).
+            if self._websockets.get(websocket.attempt) is websocket:
+                del self._websockets[websocket.attempt]
 
     def _on_emit(self, event: str, args: tuple[Any, ...]) -> None:
         if event == "connected":

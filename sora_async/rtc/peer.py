@@ -309,6 +309,11 @@ class RtcPeer(AsyncIOEventEmitter):
             await self._retire_receiver(transceiver)
         if self.transport is not None:
             await self.transport.stop()
+            # The handlers and the cancelled loops (their CancelledError's traceback
+            # holds this peer) would keep reference cycles (see BundleTransport.stop).
+            self.transport.dtls.rtp_handler = None
+            self.transport.dtls.rtcp_handler = None
+        self._rtcp_task = self._padding_task = None
         self._set_state("closed")
         self.remove_all_listeners()
 

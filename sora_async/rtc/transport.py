@@ -191,6 +191,8 @@ class BundleTransport:
         #: ``time.monotonic()`` of the last datagram received (STUN, DTLS, SRTP, SRTCP).
         self.last_activity = time.monotonic()
         self._receive_filter: Callable[[bytes], bool] | None = None
+        #: the aioice protocols seam.watch_ice_activity hooked (for seam.release_ice)
+        self._watched: list[Any] = []
 
         @self.dtls.on("statechange")
         def _on_dtls_state() -> None:
@@ -236,7 +238,7 @@ class BundleTransport:
         for server, error in failures.items():
             self.turn_errors[server.url] = why = _turn_error(error)
             logger.warning("no relay candidate from %s: %s", server.url, why)
-        seam.watch_ice_activity(self.ice, self._on_datagram, self.dtls)
+        self._watched = seam.watch_ice_activity(self.ice, self._on_datagram, self.dtls)
         seam.enlarge_receive_buffers(self.ice)
         if self._relay_only and not self.local_candidates:
             problems = "; ".join(f"{url}: {why}" for url, why in self.turn_errors.items())
@@ -395,6 +397,18 @@ class BundleTransport:
         await self.dtls.stop()
         await self.ice.stop()
         self._set_state("closed")
+        # Break the reference cycles between this transport, aiortc's and aioice's
+        # objects and the handlers, so that a closed transport goes by reference
+        # counting instead of waiting for the cyclic GC (see seam.release_ice).
+        seam.release_ice(self.ice, self._watched)
+        self._watched = []
+        self.dtls.remove_all_listeners()
+        self.ice.remove_all_listeners()
+        self._on_state = _ignore_state
+
+
+def _ignore_state(state: str) -> None:
+    """``on_state`` of a stopped :class:`BundleTransport` (it held its owner)."""
 
 
 def _turn_error(error: BaseException) -> str:
