@@ -64,7 +64,9 @@ What is reached, and why:
   path is noticed in seconds instead of aioice's ~30 s consent failure
   (``aiortc-notes.md`` A.8), and a place to drop datagrams to simulate loss
   (before SRTP: a retransmission of a packet SRTP already accepted would be
-  refused as a replay).
+  refused as a replay). Once a fast path took a datagram, :func:`_drain` reads
+  on what is already queued on that socket (asyncio's ``_sock``/``max_size``, as
+  its ``_read_ready``): one event-loop pass per burst instead of per datagram.
 - :func:`release_ice`: after ``stop``, undoes :func:`connect_promptly` and
   :func:`watch_ice_activity` (instance attributes that refer back to their
   instance) and clears aioice's ``Connection._check_list`` (pair -> protocol
@@ -82,6 +84,11 @@ What is reached, and why:
   sent without a scan of ``_sent_queue``; ``_maybe_abandon``, which aiortc asks
   before marking a chunk for retransmission, says when the scan is needed) and
   ``_data_channel_send`` (the flush starts at once instead of in a task).
+  :meth:`TunedSctpTransport.handle_packet_now` does ``_receive_data_chunk``'s
+  and ``_receive_sack_chunk``'s work for an in-order DATA chunk that completes
+  no message and for a gap-free SACK while nothing waits to be sent (it reads
+  ``_reconfig_deferred``, ``_inbound_streams``, ``_sent_queue``, the cwnd and
+  T3 members), without a coroutine.
 
 Server-created DataChannels need nothing private: ``RTCSctpTransport`` emits
 ``"datachannel"`` for DCEP opens.
@@ -131,6 +138,7 @@ from aiortc.rtcsctptransport import (
     serialize_packet,
 )
 from aiortc.rtp import is_rtcp
+from aiortc.utils import uint32_gt, uint32_gte
 from google_crc32c import value as crc32c  # aiortc's SCTP checksum
 from OpenSSL import SSL
 
@@ -363,14 +371,20 @@ class RawDtlsTransport(RTCDtlsTransport):
         """The selected pair's UDP transport and remote address, when sending there
         directly is what aioice's ``Connection.send`` would do (a plain
         ``StunProtocol``, not a TURN relay)."""
-        connection = getattr(self.transport, "_connection", None)
-        pair = connection._nominated.get(1) if connection is not None else None
+        connection = self._ice_connection  # per packet: aiortc's property once only
+        if connection is None:
+            connection = self._ice_connection = getattr(self.transport, "_connection", None)
+            if connection is None:
+                return None
+        pair = connection._nominated.get(1)
         if pair is None:
             return None
         if pair is not self._sink_pair:
             self._sink_pair, self._sink = pair, self._sink_of(pair)
         return self._sink
 
+    #: aioice's ``Connection`` of the ICE transport (fixed for its lifetime).
+    _ice_connection: Any = None
     #: The pair :attr:`_sink` was found for.
     _sink_pair: Any = None
     _sink: tuple[asyncio.DatagramTransport, Any] | None = None
@@ -393,12 +407,16 @@ class RawDtlsTransport(RTCDtlsTransport):
         if self._state != DtlsState.CONNECTED:
             return False
         sink = self._datagram_sink()
-        records = self._records()
+        records = self._records_of
+        if records is None or records.connection is not self._ssl:
+            records = self._records()
         if sink is None or records is None:
             return False
         record = records.encrypt(data)
-        if record:
-            self._send_datagram(sink, record)
+        if record:  # _send_datagram, inline (per packet)
+            sink[0].sendto(record, sink[1])
+            self._RTCDtlsTransport__tx_bytes += len(record)  # type: ignore[attr-defined]
+            self._RTCDtlsTransport__tx_packets += 1  # type: ignore[attr-defined]
         return True
 
     def _records(self) -> _Records | None:
@@ -462,8 +480,13 @@ class RawDtlsTransport(RTCDtlsTransport):
             return False
         self._count_received(size)
         plain = self._decrypt(data)
-        self._flush_ssl(sink)
+        records = self._records_of  # _flush_ssl's check, inline (per packet)
+        if records is None or records.output_pending():
+            self._flush_ssl(sink)
         if not plain:
+            return True
+        handle_now = getattr(receiver, "handle_packet_now", None)
+        if handle_now is not None and handle_now(plain):
             return True
         coro = receiver._handle_data(plain)
         finished, waiting_on = _run_until_it_waits(coro, "an SCTP packet")
@@ -892,9 +915,9 @@ def watch_ice_activity(
     for protocol in protocols:
         original = protocol.datagram_received
 
-        def datagram_received(
-            data: bytes | str, addr: tuple[Any, ...], _original: Any = original
-        ) -> None:
+        def taken(data: bytes | str, addr: tuple[Any, ...], _original: Any = original) -> int:
+            """Handle one datagram: :data:`_TAKEN_SRTP` or :data:`_TAKEN_DTLS` when a
+            fast path took it, else 0 (aioice's path had it)."""
             # asyncio and aioice's TURN hand over bytes: no isinstance check on a union
             # (the slow part of this wrapper) for them
             if type(data) is bytes:
@@ -907,10 +930,22 @@ def watch_ice_activity(
                     first = raw[0]
                     if 127 < first < 192:
                         if dtls.receive_srtp(raw):
-                            return
+                            return _TAKEN_SRTP
                     elif first == 23 and dtls.receive_dtls(raw):
-                        return
+                        return _TAKEN_DTLS
                 _original(data, addr)
+            return 0
+
+        def datagram_received(
+            data: bytes | str,
+            addr: tuple[Any, ...],
+            _taken: Any = taken,
+            _protocol: Any = protocol,
+        ) -> None:
+            # Draining starts at SCTP (DataChannel bursts, the SACKs they draw);
+            # media alone keeps asyncio's one datagram per pass.
+            if _taken(data, addr) == _TAKEN_DTLS:
+                _drain(_protocol, _taken)
 
         protocol.datagram_received = datagram_received  # type: ignore[method-assign]
     return protocols
@@ -935,6 +970,47 @@ def release_ice(ice: RTCIceTransport, watched: Sequence[Any] = ()) -> None:
         protocol.__dict__.pop("datagram_received", None)
     connection._check_list.clear()
     connection._early_checks.clear()
+
+
+#: Datagrams read at most per wake-up of a socket (see :func:`_drain`).
+DRAIN_DATAGRAMS = 16
+
+_TAKEN_SRTP = 1
+_TAKEN_DTLS = 2
+
+
+def _drain(protocol: Any, taken: Callable[[bytes, Any], int]) -> None:
+    """Read the datagrams already queued on ``protocol``'s socket, up to
+    :data:`DRAIN_DATAGRAMS`, once one was taken by a fast path.
+
+    asyncio's datagram transport reads one datagram per readiness event, so each
+    datagram of a burst (a 64 KiB DataChannel message is 57 packets, and their
+    SACKs) cost one pass of the event loop: ``epoll_wait``, the selector's and
+    ``_run_once``'s bookkeeping and a callback handle. Reading on while the socket
+    has more does what asyncio's next passes would, in the same order, without
+    them. It stops at the first datagram no fast path takes (aioice and aiortc
+    then read on from their queue, in order) and when the transport closes. Only
+    asyncio's selector transport is drained (its ``_sock`` and ``max_size``, as
+    its ``_read_ready`` uses them); any other transport is left to its loop.
+    """
+    transport = getattr(protocol, "transport", None)
+    sock = getattr(transport, "_sock", None)
+    if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_DGRAM:
+        return
+    assert transport is not None
+    size = getattr(transport, "max_size", 256 * 1024)
+    for _ in range(DRAIN_DATAGRAMS):
+        if transport.is_closing() or protocol.transport is not transport:
+            return
+        try:
+            data, addr = sock.recvfrom(size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # as asyncio's _read_ready
+            protocol.error_received(exc)
+            return
+        if not taken(data, addr):
+            return
 
 
 #: Receive buffer asked for each gathered UDP socket (bytes; Linux doubles it and
@@ -1059,6 +1135,35 @@ _SACK_PACKET = struct.Struct("!HHL4xBBHLLHH")
 _SACK_CHUNK_LENGTH = 16
 
 
+#: Zero bytes to pad a chunk to a multiple of 4 (RFC 9260 §3.2): ``_PADDING[:n]``.
+_PADDING = bytes(3)
+
+
+def _data_packet(source_port: int, destination_port: int, tag: int, chunk: DataChunk) -> bytes:
+    """``serialize_packet`` of a DATA chunk, the same bytes: one ``pack`` of both
+    headers instead of two, and no ``DataChunk.__bytes__`` (per packet sent)."""
+    user_data = chunk.user_data
+    length = SCTP_DATA_CHUNK_HEADER_LENGTH + len(user_data)
+    packet = (
+        _DATA_PACKET_HEADER.pack(
+            source_port,
+            destination_port,
+            tag,
+            DataChunk.type,
+            chunk.flags,
+            length,
+            chunk.tsn,
+            chunk.stream_id,
+            chunk.stream_seq,
+            chunk.protocol,
+        )
+        + user_data
+        + _PADDING[: -length % 4]
+    )
+    checked: bytes = packet[:8] + crc32c(packet).to_bytes(4, "little") + packet[12:]
+    return checked
+
+
 def _checksum_ok(packet: bytes) -> bool:
     """RFC 9260 §6.8: the CRC32c of the packet with a zero checksum field, which
     goes little-endian in bytes 8-12 (as aiortc's ``parse_packet`` checks it)."""
@@ -1119,10 +1224,17 @@ class TunedSctpTransport(RTCSctpTransport):
     (callgrind, one process, 30-message burst); SACKs without gap blocks or
     duplicates received and sent without aiortc's ``SackChunk`` parse, dispatch
     and serialization, 28.5 M -> 26.5 M (and 26.1 M with Max.Burst 64 packets).
+    In-order DATA and plain SACKs handled without coroutines
+    (:meth:`handle_packet_now`), new DATA sent without a ``_send_chunk`` coroutine
+    and queued datagrams read in one event-loop pass (:func:`_drain`): 26.0 M ->
+    21.6 M in three processes (dev server 12.2 M -> 9.9 M per message relayed).
     """
 
     def __init__(self, transport: RTCDtlsTransport, port: int = 5000) -> None:
         super().__init__(transport, port)
+        #: The DTLS transport when it can send at once (aiortc's ``transport`` is a
+        #: property, and it never changes: looked up once, not per packet).
+        self._raw_dtls = transport if isinstance(transport, RawDtlsTransport) else None
         self._advertised_rwnd = SCTP_RECEIVE_WINDOW
         self._cwnd = SCTP_INITIAL_CWND_PACKETS * USERDATA_MAX_LENGTH
         self._sack_packets = 0
@@ -1165,6 +1277,145 @@ class TunedSctpTransport(RTCSctpTransport):
                 await self._send_sack()
         finally:
             self.receiving -= 1
+
+    def handle_packet_now(self, data: bytes) -> bool:
+        """Handle the two packets of a loss-free transfer at once, on the caller's
+        stack (:meth:`RawDtlsTransport.receive_dtls`), as :meth:`_handle_data` would:
+        a lone DATA chunk received in order that completes no message, and a lone
+        SACK without gap blocks while nothing waits to be sent. True when done; False
+        (nothing changed) for any other packet, which then takes :meth:`_handle_data`.
+
+        Per packet this is one call instead of five coroutines (``_handle_data``,
+        ``_receive_data_chunk``, ``_reset_deferred_streams``, ``_send_sack``,
+        ``_send_sack_now``) run through ``_run_until_it_waits``: the dev server
+        handles ~86 such packets per 64 KiB message it relays (57 DATA from the
+        sender, 29 SACKs from the receiver).
+        """
+        if self.receiving or self._reconfig_deferred is not None:
+            return False
+        size = len(data)
+        if size == _SACK_PACKET.size and data[12] == SackChunk.type:
+            return self._sack_now(data)
+        if size >= _DATA_PACKET_HEADER.size and data[12] == DataChunk.type:
+            return self._data_now(data)
+        return False
+
+    def _data_now(self, data: bytes) -> bool:
+        # aiortc's _receive_data_chunk for the next TSN in order, no gap or
+        # duplicate pending, on a stream that holds no last fragment, the chunk not
+        # a last fragment itself: no message can complete, so nothing is delivered
+        # and only the TSN, the reassembly list, the window and the SACK move.
+        (_, _, tag, _, flags, length, tsn, stream_id, stream_seq, protocol) = (
+            _DATA_PACKET_HEADER.unpack_from(data)
+        )
+        last = self._last_received_tsn
+        stream = self._inbound_streams.get(stream_id)
+        end = 12 + length
+        if (
+            flags & SCTP_DATA_LAST_FRAG
+            or last is None
+            or tsn != (last + 1) % SCTP_TSN_MODULO
+            or self._sack_misordered
+            or self._sack_duplicates
+            or type(stream) is not _InboundStream
+            or stream.last_fragments
+            or length <= SCTP_DATA_CHUNK_HEADER_LENGTH
+            or tag != self._local_verification_tag
+            or end + (-length % 4) != len(data)
+            or not _checksum_ok(data)
+        ):
+            return False
+        chunk = DataChunk(flags)
+        chunk.tsn = tsn
+        chunk.stream_id = stream_id
+        chunk.stream_seq = stream_seq
+        chunk.protocol = protocol
+        chunk.user_data = user_data = data[_DATA_PACKET_HEADER.size : end]
+        self._sack_needed = True
+        self._last_received_tsn = tsn
+        reassembly = stream.reassembly
+        if reassembly and not uint32_gt(tsn, reassembly[-1].tsn):
+            stream.add_chunk(chunk)  # cannot happen in order; aiortc's insert
+        else:
+            reassembly.append(chunk)
+        self._advertised_rwnd -= len(user_data)
+        # _send_sack's rule (no gap or duplicate here): every second packet, else later
+        self._sack_packets += 1
+        if self._sack_packets >= SCTP_SACK_EVERY_PACKETS or self._sack_reported_gaps:
+            self._sack_packets = 0
+            self._sack_reported_gaps = False
+            self._send_soon(self._plain_sack_packet())
+            self._sack_needed = False
+        else:
+            self._defer_sack()
+        return True
+
+    def _sack_now(self, data: bytes) -> bool:
+        # aiortc's _receive_sack_chunk for a SACK without gap blocks while nothing
+        # is queued to send and no retransmission, fast recovery or FORWARD TSN is
+        # pending: its _data_channel_flush and _transmit would send nothing.
+        if (
+            self._retransmit_possible
+            or self._fast_recovery_exit is not None
+            or self._forward_tsn_chunk is not None
+            or self._outbound_queue
+            or self._data_channel_queue
+            or self._sack_needed
+        ):
+            return False
+        sack = self._lone_sack_chunk(data)
+        if sack is None:
+            return False
+        cumulative_tsn = sack.cumulative_tsn
+        if uint32_gt(self._last_sacked_tsn, cumulative_tsn):
+            return True  # an old SACK: aiortc ignores it too
+        received_time = time.time()
+        self._last_sacked_tsn = cumulative_tsn
+        cwnd_fully_utilized = self._flight_size >= self._cwnd
+        done = 0
+        done_bytes = 0
+        sent = self._sent_queue
+        while sent and uint32_gte(cumulative_tsn, sent[0].tsn):
+            schunk = sent.popleft()
+            done += 1
+            if not schunk._acked:
+                done_bytes += schunk._book_size
+            if schunk._in_flight:  # _flight_size_decrease
+                schunk._in_flight = False
+                self._flight_size -= schunk._book_size
+            if done == 1 and schunk._sent_count == 1:
+                self._update_rto(received_time - schunk._sent_time)  # type: ignore[operator]
+        if done and cwnd_fully_utilized:
+            if self._cwnd <= self._ssthresh:
+                self._cwnd += min(done_bytes, USERDATA_MAX_LENGTH)  # slow start
+            else:  # congestion avoidance
+                self._partial_bytes_acked += done_bytes
+                if self._partial_bytes_acked >= self._cwnd:
+                    self._partial_bytes_acked -= self._cwnd
+                    self._cwnd += USERDATA_MAX_LENGTH
+        if not sent:
+            self._t3_cancel()
+        elif done:
+            self._t3_restart()
+        self._update_advanced_peer_ack_point()
+        if self._forward_tsn_chunk is not None:  # abandoned chunks acknowledged past
+            self._run_soon(self._transmit())
+        return True
+
+    def _send_soon(self, packet: bytes) -> None:
+        """Send ``packet`` now (:meth:`_sent_now`), else through aiortc's
+        ``_send_data`` in a task (not expected: :meth:`handle_packet_now` runs only
+        where the socket is known)."""
+        if not self._sent_now(packet):
+            self._run_soon(self.transport._send_data(packet))
+
+    def _run_soon(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` on the caller's stack until it waits, then in a task."""
+        finished, waiting_on = _run_until_it_waits(coro, "an SCTP packet")
+        if not finished:
+            task = asyncio.ensure_future(self._finish_flush(coro, waiting_on))
+            self._flush_tasks.add(task)
+            task.add_done_callback(self._flush_tasks.discard)
 
     def _lone_data_chunk(self, data: bytes) -> DataChunk | None:
         """The DATA chunk of a packet that holds just one, with a valid checksum and
@@ -1229,8 +1480,8 @@ class TunedSctpTransport(RTCSctpTransport):
         """Whether ``packet`` went straight to the socket
         (:meth:`RawDtlsTransport.send_data_now`); if not, the caller awaits aiortc's
         ``_send_data`` (no coroutine of its own here: this is per packet)."""
-        dtls = self.transport
-        return isinstance(dtls, RawDtlsTransport) and dtls.send_data_now(packet)
+        dtls = self._raw_dtls
+        return dtls is not None and dtls.send_data_now(packet)
 
     def _mark_received(self, tsn: int) -> bool:
         # The in-order case without gaps or duplicates, without aiortc's sort and
@@ -1286,7 +1537,15 @@ class TunedSctpTransport(RTCSctpTransport):
             self._flight_size_increase(chunk)
             chunk._sent_count += 1
             chunk._sent_time = time.time()
-            await self._send_chunk(chunk)
+            # _send_chunk inline: one coroutine less per packet sent
+            packet = _data_packet(
+                self._local_port,
+                self._remote_port,  # type: ignore[arg-type]  # set once associated
+                self._remote_verification_tag,
+                chunk,
+            )
+            if not self._sent_now(packet):
+                await self.transport._send_data(packet)
             if not self._t3_handle:
                 self._t3_start()
 
@@ -1364,6 +1623,9 @@ class TunedSctpTransport(RTCSctpTransport):
         ):
             await self._send_sack_now()
             return
+        self._defer_sack()
+
+    def _defer_sack(self) -> None:
         loop = asyncio.get_running_loop()
         self._sack_due = loop.time() + SCTP_SACK_DELAY
         # One timer, re-armed when it fires early, instead of one armed per lone
@@ -1387,6 +1649,12 @@ class TunedSctpTransport(RTCSctpTransport):
         if self._sack_misordered or self._sack_duplicates:
             await super()._send_sack()
             return
+        packet = self._plain_sack_packet()
+        if not self._sent_now(packet):
+            await self.transport._send_data(packet)
+        self._sack_needed = False
+
+    def _plain_sack_packet(self) -> bytes:
         # aiortc's _send_sack without gap blocks or duplicates to report (every
         # SACK of a loss-free association): the packet packed at once instead of a
         # SackChunk, its __bytes__ and serialize_packet's three concatenations
@@ -1402,10 +1670,8 @@ class TunedSctpTransport(RTCSctpTransport):
             0,
             0,
         )
-        packet = packet[:8] + crc32c(packet).to_bytes(4, "little") + packet[12:]
-        if not self._sent_now(packet):
-            await self.transport._send_data(packet)
-        self._sack_needed = False
+        sack: bytes = packet[:8] + crc32c(packet).to_bytes(4, "little") + packet[12:]
+        return sack
 
     async def _send_deferred_sack(self) -> None:
         self._sack_task = None

@@ -587,6 +587,51 @@ async def test_a_burst_of_64_kib_messages_arrives_complete_in_order_and_exact(
         assert not lossy or drop_some.dropped >= 100
 
 
+@pytest.mark.parametrize(
+    ("size", "loss_at"),
+    [(65536, "server"), (262144, "server"), (262144, "receiver")],
+)
+async def test_large_messages_cross_the_relay_byte_for_byte_with_loss(
+    sora_devserver: DevServer, size: int, loss_at: str
+) -> None:
+    # The dev server handles in-order DATA and plain SACKs without coroutines and
+    # reads queued datagrams in one wake-up (sora_async._aiortc_seam): with every
+    # 11th record it receives from the sender dropped ("server": gaps, SACKs with
+    # gap blocks, retransmissions on the sender's association), or every 11th
+    # record the receiver gets ("receiver"), 64 KiB and 256 KiB messages (55 and
+    # 219 packets) must still arrive whole, in order and byte for byte.
+    keywords = {**MODES["datachannel"], "audio": False, "video": False}
+    channels = [{"label": "#bulk", "direction": "sendrecv"}]
+    alice = connection(sora_devserver, "sendrecv", "bulky", data_channels=channels, **keywords)
+    bob = connection(sora_devserver, "sendrecv", "bulky", data_channels=channels, **keywords)
+    alice_rec, bob_rec = Recorder(alice), Recorder(bob)
+    count = 12
+    payloads = [seq.to_bytes(4, "big") + os.urandom(size - 4 - seq % 3) for seq in range(count)]
+    drop_some = DropEveryRecord(11)
+    async with asyncio.timeout(90), alice, bob:
+        for rec in (alice_rec, bob_rec):
+            await rec.wait("data_channel", lambda label: label == "#bulk")
+            await rec.wait("switched")
+        if loss_at == "server":
+            session = sora_devserver.registry.sessions[alice.connection_id]
+            assert session.peer is not None
+            session.peer._transport.set_receive_filter(drop_some)
+        else:
+            assert bob._peer is not None and bob._peer.transport is not None
+            bob._peer.transport.set_receive_filter(drop_some)
+        to_bob = bob.messages("#bulk")
+        for payload in payloads:
+            assert await alice.send_data_channel("#bulk", payload)
+        received = []
+        async with asyncio.timeout(60):
+            while len(received) < count:
+                label, data = await anext(to_bob)
+                assert label == "#bulk"
+                received.append(data)
+        assert received == payloads, "byte for byte, in order"
+        assert drop_some.dropped >= count * (size // 1200) // 11 - 1
+
+
 # -- the three signaling modes, next to the official client --------------------------------
 
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import inspect
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from struct import pack
@@ -73,6 +74,33 @@ def test_the_aiortc_members_the_sctp_fast_paths_use_exist() -> None:
         "self._sack_needed = False",
     ):
         assert line in send_sack, line
+    # TunedSctpTransport._data_now and _sack_now do these methods' work for a DATA
+    # chunk completing no message and a SACK without gap blocks
+    receive_data = inspect.getsource(sctp_module.RTCSctpTransport._receive_data_chunk)
+    for line in (
+        "self._sack_needed = True",
+        "if self._mark_received(chunk.tsn):",
+        "inbound_stream.add_chunk(chunk)",
+        "self._advertised_rwnd -= len(chunk.user_data)",
+        "for message in inbound_stream.pop_messages():",
+        "await self._reset_deferred_streams()",
+    ):
+        assert line in receive_data, line
+    reset = inspect.getsource(sctp_module.RTCSctpTransport._reset_deferred_streams)
+    assert "request = self._reconfig_deferred" in reset
+    receive_sack = inspect.getsource(sctp_module.RTCSctpTransport._receive_sack_chunk)
+    for line in (
+        "self._last_sacked_tsn = chunk.cumulative_tsn",
+        "cwnd_fully_utilized = self._flight_size >= self._cwnd",
+        "self._update_rto(received_time - schunk._sent_time)",
+        "self._cwnd += min(done_bytes, USERDATA_MAX_LENGTH)",
+        "self._partial_bytes_acked -= self._cwnd",
+        "self._t3_restart()",
+        "self._update_advanced_peer_ack_point()",
+        "await self._data_channel_flush()",
+        "await self._transmit()",
+    ):
+        assert line in receive_sack, line
     send = inspect.getsource(sctp_module.RTCSctpTransport._data_channel_send)
     assert "asyncio.ensure_future(self._data_channel_flush())" in send
     # OpenSSL's calls through pyOpenSSL's binding (seam._Records), on its members
@@ -168,6 +196,7 @@ async def test_64_kib_messages_arrive_whole_and_in_order_through_the_fast_paths(
     received_inline = _Spy(monkeypatch, seam.RawDtlsTransport, "receive_dtls")
     sent_inline = _Spy(monkeypatch, seam.RawDtlsTransport, "send_data_now")
     lone = _Spy(monkeypatch, seam.TunedSctpTransport, "_lone_data_chunk")
+    data_now = _Spy(monkeypatch, seam.TunedSctpTransport, "_data_now")
     lone_sack = _Spy(monkeypatch, seam.TunedSctpTransport, "_lone_sack_chunk")
     payloads = [seq.to_bytes(4, "big") + os.urandom(65536 - 4 - seq % 5) for seq in range(30)]
     drop_some = DropEveryRecord(17)
@@ -181,11 +210,113 @@ async def test_64_kib_messages_arrive_whole_and_in_order_through_the_fast_paths(
             assert await inbox.get() == payload
     assert received_inline.results.get(True, 0) > 30 * 56, received_inline.results
     assert sent_inline.results.get(True, 0) > 30 * 56, sent_inline.results
-    assert lone.results.get(True, 0) > 30 * 55, lone.results
+    # a DATA chunk alone in its packet: handled at once (no message completes), or
+    # parsed directly on the coroutine path (a last fragment, after a loss)
+    fast_data = data_now.results.get(True, 0) + lone.results.get(True, 0)
+    assert fast_data > 30 * 55, (data_now.results, lone.results)
+    if not lossy:  # all but the last fragment of each message, without a coroutine
+        assert data_now.results.get(True, 0) >= 30 * 54, data_now.results
     # a SACK every second packet, most without gaps
     assert lone_sack.results.get(True, 0) > 30 * 55 // 4, lone_sack.results
     if lossy:
         assert drop_some.dropped >= 30 * 56 // 17
+
+
+class _Counter:
+    """Counts a method's results, for one instance only."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, instance: Any, name: str) -> None:
+        self.results: dict[Any, int] = {}
+        original = getattr(type(instance), name)
+
+        def spy(this: Any, *args: Any) -> Any:
+            result = original(this, *args)
+            if this is instance:
+                self.results[result] = self.results.get(result, 0) + 1
+            return result
+
+        monkeypatch.setattr(type(instance), name, spy)
+
+
+@pytest.mark.parametrize("packets", [9, 10])
+async def test_one_sack_per_two_data_packets_handled_without_coroutines(
+    monkeypatch: pytest.MonkeyPatch, packets: int
+) -> None:
+    # RFC 9260 §6.2: a SACK for (at least) every second packet with DATA, a lone
+    # last packet acknowledged after SCTP_SACK_DELAY. A message of `packets` full
+    # packets (within the initial cwnd, so they leave at once): the receiver sends
+    # packets // 2 SACKs at once and one more later when the count is odd; all but
+    # the last fragment are handled by _data_now, and the sender takes every SACK
+    # on _sack_now (nothing else waits to be sent).
+    async with _connected_pair() as pair, asyncio.timeout(30):
+        sent, _received, inbox = await _open(pair)
+        sent.send(b"warm")
+        assert await inbox.get() == b"warm"
+        await asyncio.sleep(0.1)  # the delayed SACK of that lone packet went out
+        sender, receiver = pair.offerer.sctp, pair.answerer.sctp
+        assert isinstance(sender, seam.TunedSctpTransport)
+        assert isinstance(receiver, seam.TunedSctpTransport)
+        data_now = _Counter(monkeypatch, receiver, "_data_now")
+        sack_now = _Counter(monkeypatch, sender, "_sack_now")
+        before = pair.answerer.dtls.counters["packetsSent"]
+        payload = os.urandom(packets * sctp_module.USERDATA_MAX_LENGTH)
+        sent.send(payload)
+        assert await inbox.get() == payload
+        assert pair.answerer.dtls.counters["packetsSent"] - before == packets // 2
+        await asyncio.sleep(seam.SCTP_SACK_DELAY * 5)
+        sacks = (packets + 1) // 2
+        assert pair.answerer.dtls.counters["packetsSent"] - before == sacks
+        assert data_now.results == {True: packets - 1, False: 1}  # False: the last
+        assert sack_now.results == {True: sacks}
+        assert not receiver._sack_needed and receiver._sack_packets == 0
+        assert not sender._sent_queue and sender._flight_size == 0
+
+
+async def test_drain_reads_what_is_queued_in_order_up_to_its_limit() -> None:
+    # asyncio reads one datagram per wake-up; _drain reads on while the socket has
+    # more, up to DRAIN_DATAGRAMS, and stops at the first no fast path takes.
+    loop = asyncio.get_running_loop()
+    later: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Protocol(asyncio.DatagramProtocol):  # as aioice's StunProtocol keeps it
+        transport: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            later.put_nowait(data)
+
+    transport, protocol = await loop.create_datagram_endpoint(Protocol, local_addr=("127.0.0.1", 0))
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        address = transport.get_extra_info("sockname")
+        datagrams = [bytes([n]) * (100 + n) for n in range(seam.DRAIN_DATAGRAMS + 4)]
+        for datagram in datagrams:
+            out.sendto(datagram, address)
+        # loopback queues them on the socket at once; no await until drained, so
+        # that the loop reads none of them first
+        taken: list[bytes] = []
+
+        def take(data: bytes, addr: Any) -> bool:
+            taken.append(data)
+            return len(taken) != 2  # the second is "not taken": draining stops there
+
+        seam._drain(protocol, take)
+        assert taken == datagrams[:2]
+        taken.clear()
+        seam._drain(protocol, lambda data, addr: taken.append(data) is None)
+        assert taken == datagrams[2 : 2 + seam.DRAIN_DATAGRAMS]
+        # the rest is asyncio's, in order
+        async with asyncio.timeout(5):
+            rest = [await later.get() for _ in datagrams[2 + seam.DRAIN_DATAGRAMS :]]
+        assert rest == datagrams[2 + seam.DRAIN_DATAGRAMS :]
+        transport.close()
+        seam._drain(protocol, take)  # a closing transport is not read
+        assert taken == datagrams[2 : 2 + seam.DRAIN_DATAGRAMS]
+    finally:
+        out.close()
+        transport.close()
 
 
 async def test_a_handler_that_waits_keeps_later_packets_in_order() -> None:
@@ -270,6 +401,19 @@ async def test_lone_data_chunk_parses_what_parse_packet_parses_and_nothing_else(
         good[:20],
     ):
         assert sctp._lone_data_chunk(packet) is None
+
+
+def test_data_packets_are_the_bytes_serialize_packet_makes() -> None:
+    # TunedSctpTransport._transmit packs DATA packets itself (_data_packet): the wire
+    # bytes must stay aiortc's, padding and checksum included
+    for size in (1, 2, 3, 4, 5, 1000, 1199, sctp_module.USERDATA_MAX_LENGTH):
+        for flags in (0, 1, 2, 3, 4, 7):
+            chunk = _data(0xFFFFFFFE, size)
+            chunk.flags = flags
+            chunk.user_data = os.urandom(size)
+            ours = seam._data_packet(5000, 5001, 0xDEADBEEF, chunk)
+            assert ours == sctp_module.serialize_packet(5000, 5001, 0xDEADBEEF, chunk)
+            assert len(ours) % 4 == 0
 
 
 def _sack(cumulative_tsn: int, rwnd: int, gaps: Any = (), duplicates: Any = ()) -> Any:
