@@ -1305,32 +1305,20 @@ class TunedSctpTransport(RTCSctpTransport):
         # duplicate pending, on a stream that holds no last fragment, the chunk not
         # a last fragment itself: no message can complete, so nothing is delivered
         # and only the TSN, the reassembly list, the window and the SACK move.
-        (_, _, tag, _, flags, length, tsn, stream_id, stream_seq, protocol) = (
-            _DATA_PACKET_HEADER.unpack_from(data)
-        )
         last = self._last_received_tsn
-        stream = self._inbound_streams.get(stream_id)
-        end = 12 + length
+        if last is None or self._sack_misordered or self._sack_duplicates:
+            return False
+        chunk = self._lone_data_chunk(data)
         if (
-            flags & SCTP_DATA_LAST_FRAG
-            or last is None
-            or tsn != (last + 1) % SCTP_TSN_MODULO
-            or self._sack_misordered
-            or self._sack_duplicates
-            or type(stream) is not _InboundStream
-            or stream.last_fragments
-            or length <= SCTP_DATA_CHUNK_HEADER_LENGTH
-            or tag != self._local_verification_tag
-            or end + (-length % 4) != len(data)
-            or not _checksum_ok(data)
+            chunk is None
+            or chunk.flags & SCTP_DATA_LAST_FRAG
+            or chunk.tsn != (last + 1) % SCTP_TSN_MODULO
         ):
             return False
-        chunk = DataChunk(flags)
-        chunk.tsn = tsn
-        chunk.stream_id = stream_id
-        chunk.stream_seq = stream_seq
-        chunk.protocol = protocol
-        chunk.user_data = user_data = data[_DATA_PACKET_HEADER.size : end]
+        stream = self._inbound_streams.get(chunk.stream_id)
+        if type(stream) is not _InboundStream or stream.last_fragments:
+            return False
+        tsn, user_data = chunk.tsn, chunk.user_data
         self._sack_needed = True
         self._last_received_tsn = tsn
         reassembly = stream.reassembly

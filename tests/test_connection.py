@@ -546,68 +546,35 @@ async def test_messaging_both_ways(sora_devserver: DevServer, compress: bool, he
         assert [item async for item in to_bob] == []
 
 
-@pytest.mark.parametrize("lossy", [False, True])
-async def test_a_burst_of_64_kib_messages_arrives_complete_in_order_and_exact(
-    sora_devserver: DevServer, lossy: bool
+@pytest.mark.parametrize(
+    ("size", "count", "loss_at", "every"),
+    [
+        (65536, 40, None, 0),
+        (65536, 40, "receiver", 13),
+        (65536, 12, "server", 11),
+        (262144, 12, "server", 11),
+        (262144, 12, "receiver", 11),
+    ],
+)
+async def test_a_burst_of_large_messages_arrives_complete_in_order_and_exact(
+    sora_devserver: DevServer, size: int, count: int, loss_at: str | None, every: int
 ) -> None:
     # Back to back, through the dev server's relay (two SCTP associations): every
-    # message whole, in order, byte for byte. Lossy: the receiver drops every 13th
-    # DTLS record, so SCTP's retransmission and the SACKs it sends at once on gaps
-    # are exercised too.
+    # message whole, in order, byte for byte. The dev server and the clients handle
+    # in-order DATA and plain SACKs without coroutines and read queued datagrams in
+    # one wake-up (sora_async._aiortc_seam). With loss, every `every`-th DTLS record
+    # the receiver gets, or the dev server gets from the sender, is dropped: gaps,
+    # SACKs with gap blocks and retransmissions are exercised too (64 KiB and 256 KiB
+    # messages are 55 and 219 packets).
     keywords = {**MODES["datachannel"], "audio": False, "video": False}
     channels = [{"label": "#bulk", "direction": "sendrecv"}]
     alice = connection(sora_devserver, "sendrecv", "bulk", data_channels=channels, **keywords)
     bob = connection(sora_devserver, "sendrecv", "bulk", data_channels=channels, **keywords)
     alice_rec, bob_rec = Recorder(alice), Recorder(bob)
-    count = 40
     payloads = [
-        seq.to_bytes(4, "big") + os.urandom(65536 - 4 - (seq % 3) * 7) for seq in range(count)
+        seq.to_bytes(4, "big") + os.urandom(size - 4 - (seq % 3) * 7) for seq in range(count)
     ]
-    drop_some = DropEveryRecord(13)
-    async with asyncio.timeout(60), alice, bob:
-        for rec in (alice_rec, bob_rec):
-            await rec.wait("data_channel", lambda label: label == "#bulk")
-            await rec.wait("switched")
-        if lossy:
-            peer = bob._peer
-            assert peer is not None and peer.transport is not None
-            peer.transport.set_receive_filter(drop_some)
-        to_bob = bob.messages("#bulk")
-        for payload in payloads:
-            assert await alice.send_data_channel("#bulk", payload)
-        received = []
-        async with asyncio.timeout(40):
-            while len(received) < count:
-                label, data = await anext(to_bob)
-                assert label == "#bulk"
-                received.append(data)
-        assert [len(data) for data in received] == [len(p) for p in payloads]
-        assert [data[:4] for data in received] == [p[:4] for p in payloads], "in order"
-        assert received == payloads, "byte for byte"
-        assert not lossy or drop_some.dropped >= 100
-
-
-@pytest.mark.parametrize(
-    ("size", "loss_at"),
-    [(65536, "server"), (262144, "server"), (262144, "receiver")],
-)
-async def test_large_messages_cross_the_relay_byte_for_byte_with_loss(
-    sora_devserver: DevServer, size: int, loss_at: str
-) -> None:
-    # The dev server handles in-order DATA and plain SACKs without coroutines and
-    # reads queued datagrams in one wake-up (sora_async._aiortc_seam): with every
-    # 11th record it receives from the sender dropped ("server": gaps, SACKs with
-    # gap blocks, retransmissions on the sender's association), or every 11th
-    # record the receiver gets ("receiver"), 64 KiB and 256 KiB messages (55 and
-    # 219 packets) must still arrive whole, in order and byte for byte.
-    keywords = {**MODES["datachannel"], "audio": False, "video": False}
-    channels = [{"label": "#bulk", "direction": "sendrecv"}]
-    alice = connection(sora_devserver, "sendrecv", "bulky", data_channels=channels, **keywords)
-    bob = connection(sora_devserver, "sendrecv", "bulky", data_channels=channels, **keywords)
-    alice_rec, bob_rec = Recorder(alice), Recorder(bob)
-    count = 12
-    payloads = [seq.to_bytes(4, "big") + os.urandom(size - 4 - seq % 3) for seq in range(count)]
-    drop_some = DropEveryRecord(11)
+    drop_some = DropEveryRecord(every or 1)
     async with asyncio.timeout(90), alice, bob:
         for rec in (alice_rec, bob_rec):
             await rec.wait("data_channel", lambda label: label == "#bulk")
@@ -616,7 +583,7 @@ async def test_large_messages_cross_the_relay_byte_for_byte_with_loss(
             session = sora_devserver.registry.sessions[alice.connection_id]
             assert session.peer is not None
             session.peer._transport.set_receive_filter(drop_some)
-        else:
+        elif loss_at == "receiver":
             assert bob._peer is not None and bob._peer.transport is not None
             bob._peer.transport.set_receive_filter(drop_some)
         to_bob = bob.messages("#bulk")
@@ -628,8 +595,11 @@ async def test_large_messages_cross_the_relay_byte_for_byte_with_loss(
                 label, data = await anext(to_bob)
                 assert label == "#bulk"
                 received.append(data)
-        assert received == payloads, "byte for byte, in order"
-        assert drop_some.dropped >= count * (size // 1200) // 11 - 1
+        assert [len(data) for data in received] == [len(p) for p in payloads]
+        assert [data[:4] for data in received] == [p[:4] for p in payloads], "in order"
+        assert received == payloads, "byte for byte"
+        if loss_at:
+            assert drop_some.dropped >= count * (size // 1200) // every - 1
 
 
 # -- the three signaling modes, next to the official client --------------------------------
