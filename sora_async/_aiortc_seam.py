@@ -1455,14 +1455,19 @@ class TunedSctpTransport(RTCSctpTransport):
     async def _send_chunk(self, chunk: Chunk) -> None:
         # aiortc's, minus the coroutine layers below it when the DTLS transport can
         # hand the record to the socket at once (RawDtlsTransport.send_data_now)
-        packet = serialize_packet(
+        packet = self._packet(serialize_packet, chunk)
+        if not self._sent_now(packet):
+            await self.transport._send_data(packet)
+
+    def _packet(self, pack: Callable[[int, int, int, Any], bytes], chunk: Chunk) -> bytes:
+        """``chunk`` in a packet of this association (``serialize_packet`` or, for
+        DATA, :func:`_data_packet`, the same bytes)."""
+        return pack(
             self._local_port,
             self._remote_port,  # type: ignore[arg-type]  # set once associated
             self._remote_verification_tag,
             chunk,
         )
-        if not self._sent_now(packet):
-            await self.transport._send_data(packet)
 
     def _sent_now(self, packet: bytes) -> bool:
         """Whether ``packet`` went straight to the socket
@@ -1526,12 +1531,7 @@ class TunedSctpTransport(RTCSctpTransport):
             chunk._sent_count += 1
             chunk._sent_time = time.time()
             # _send_chunk inline: one coroutine less per packet sent
-            packet = _data_packet(
-                self._local_port,
-                self._remote_port,  # type: ignore[arg-type]  # set once associated
-                self._remote_verification_tag,
-                chunk,
-            )
+            packet = self._packet(_data_packet, chunk)
             if not self._sent_now(packet):
                 await self.transport._send_data(packet)
             if not self._t3_handle:
