@@ -84,3 +84,23 @@ def test_libvpx_takes_a_new_target_in_place_without_a_key_frame(codec: str) -> N
     before = sum(sizes[20:60]) * 8 * 15 / 40 / 1000
     after = sum(sizes[80:]) * 8 * 15 / 40 / 1000
     assert after < 130 and after < 0.6 * before, (before, after)
+
+
+@pytest.mark.parametrize("codec", ["VP8", "VP9", "AV1"])
+def test_the_budget_goes_back_to_the_nominal_rate_when_the_frames_do(codec: str) -> None:
+    # A source's rate reads low at first (20, then 27.5 fps) and then 30: the
+    # encoder's bit rate, scaled up for the slower rates, must come back to the
+    # target (it stayed scaled for 27.5, 9 % over, when 30 was within 10 % of it).
+    encoder = create_encoder(codec, settings=EncoderSettings(bitrate=2_500_000))
+    source = frames(160, 96, 30, 6, 16)
+    try:
+        seen = []
+        for index, hint in enumerate((20.0, 20.0, 27.5, 27.5, 30.0, 30.0)):
+            encoder.input_framerate = hint
+            encoder.encode(source[index])
+            seen.append(getattr(encoder, "ctx_bitrate", None))
+    finally:
+        encoder.close()
+    assert seen[1] == 2_500_000 * 30 // 20, seen
+    assert seen[3] == int(2_500_000 * 30 / 27.5), seen
+    assert seen[5] == 2_500_000, seen

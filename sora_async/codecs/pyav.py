@@ -306,11 +306,18 @@ class PyAVVideoEncoder(Encoder):
         if measured is None:
             return
         # within [1 fps, the nominal rate]; re-scaled only on a 10 % change (every
-        # change of a RECREATE encoder's rate costs a key frame)
-        fps = min(max(measured, 1.0), float(self._settings.framerate))
-        current = self._rate_fps or float(self._settings.framerate)
-        if abs(fps - current) / current > 0.10:
-            self._rate_fps = None if fps >= self._settings.framerate else fps
+        # change of a RECREATE encoder's rate costs a key frame), and back to the
+        # nominal rate once the frames come at 95 % of it: a source whose rate read
+        # low at first, then 27.5 fps, then 30 was otherwise left scaled for 27.5
+        # for good (9 % from there), and the encoder overshot its target by 9 % (the
+        # frame dropper then dropped 2-5 frames a second of a 720p VP9 sender).
+        nominal = float(self._settings.framerate)
+        fps = min(max(measured, 1.0), nominal)
+        current = self._rate_fps or nominal
+        if self._rate_fps is not None and fps >= 0.95 * nominal:
+            self._rate_fps = None
+        elif abs(fps - current) / current > 0.10:
+            self._rate_fps = None if fps >= nominal else fps
 
     def encode(self, frame: av.frame.Frame, force_keyframe: bool = False) -> list[EncodedFrame]:
         if not isinstance(frame, VideoFrame):
