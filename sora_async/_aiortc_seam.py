@@ -1160,15 +1160,25 @@ def _data_packet(source_port: int, destination_port: int, tag: int, chunk: DataC
         + user_data
         + _PADDING[: -length % 4]
     )
-    checked: bytes = packet[:8] + crc32c(packet).to_bytes(4, "little") + packet[12:]
-    return checked
+    return _with_checksum(packet)
+
+
+def _checksum(zeroed: bytes) -> bytes:
+    """RFC 9260 §6.8: the CRC32c of a packet whose checksum field (bytes 8-12) is
+    zero, as it goes there: little-endian (aiortc's ``serialize_packet``)."""
+    checksum: bytes = crc32c(zeroed).to_bytes(4, "little")
+    return checksum
+
+
+def _with_checksum(zeroed: bytes) -> bytes:
+    """``zeroed`` (a packet with a zero checksum field) with its checksum in place."""
+    return zeroed[:8] + _checksum(zeroed) + zeroed[12:]
 
 
 def _checksum_ok(packet: bytes) -> bool:
-    """RFC 9260 §6.8: the CRC32c of the packet with a zero checksum field, which
-    goes little-endian in bytes 8-12 (as aiortc's ``parse_packet`` checks it)."""
-    zeroed = packet[:8] + b"\x00\x00\x00\x00" + packet[12:]
-    return bool(packet[8:12] == crc32c(zeroed).to_bytes(4, "little"))
+    """Whether ``packet``'s checksum field holds its checksum (as aiortc's
+    ``parse_packet`` checks it)."""
+    return packet[8:12] == _checksum(packet[:8] + b"\x00\x00\x00\x00" + packet[12:])
 
 
 class _InboundStream(InboundStream):
@@ -1291,12 +1301,11 @@ class TunedSctpTransport(RTCSctpTransport):
         handles ~86 such packets per 64 KiB message it relays (57 DATA from the
         sender, 29 SACKs from the receiver).
         """
-        if self.receiving or self._reconfig_deferred is not None:
+        if self.receiving or self._reconfig_deferred is not None or len(data) <= 12:
             return False
-        size = len(data)
-        if size == _SACK_PACKET.size and data[12] == SackChunk.type:
+        if data[12] == SackChunk.type:
             return self._sack_now(data)
-        if size >= _DATA_PACKET_HEADER.size and data[12] == DataChunk.type:
+        if data[12] == DataChunk.type:
             return self._data_now(data)
         return False
 
@@ -1327,9 +1336,8 @@ class TunedSctpTransport(RTCSctpTransport):
         else:
             reassembly.append(chunk)
         self._advertised_rwnd -= len(user_data)
-        # _send_sack's rule (no gap or duplicate here): every second packet, else later
-        self._sack_packets += 1
-        if self._sack_packets >= SCTP_SACK_EVERY_PACKETS or self._sack_reported_gaps:
+        # _send_sack, synchronously (no gap or duplicate to report here)
+        if self._sack_due_now():
             self._sack_packets = 0
             self._sack_reported_gaps = False
             self._send_soon(self._plain_sack_packet())
@@ -1602,16 +1610,22 @@ class TunedSctpTransport(RTCSctpTransport):
 
     async def _send_sack(self) -> None:
         # aiortc calls this at the end of each received packet that needs a SACK
+        if self._sack_due_now():
+            await self._send_sack_now()
+            return
+        self._defer_sack()
+
+    def _sack_due_now(self) -> bool:
+        """Count a received packet that needs a SACK; whether the SACK goes now
+        (every second packet, and at once to report a gap or a duplicate, or that a
+        reported gap is filled) rather than after :data:`SCTP_SACK_DELAY`."""
         self._sack_packets += 1
-        if (
+        return bool(
             self._sack_packets >= SCTP_SACK_EVERY_PACKETS
             or self._sack_misordered
             or self._sack_duplicates
             or self._sack_reported_gaps  # the gap is filled now: say so at once
-        ):
-            await self._send_sack_now()
-            return
-        self._defer_sack()
+        )
 
     def _defer_sack(self) -> None:
         loop = asyncio.get_running_loop()
@@ -1658,8 +1672,7 @@ class TunedSctpTransport(RTCSctpTransport):
             0,
             0,
         )
-        sack: bytes = packet[:8] + crc32c(packet).to_bytes(4, "little") + packet[12:]
-        return sack
+        return _with_checksum(packet)
 
     async def _send_deferred_sack(self) -> None:
         self._sack_task = None
