@@ -23,7 +23,10 @@ Two ways to feed it:
 - :meth:`AudioSource.write`: sync, thread-safe, never blocks (a sounddevice
   callback, a capture thread). While nothing consumes the track (not
   connected yet), only the newest ``queue_ms`` are kept, as a live source
-  whose audio nobody hears; once connected, everything written is played.
+  whose audio nobody hears; when the sender starts, what was written more
+  than 40 ms before is dropped too (the official source drops audio written
+  before it is connected), so a capture that started before connecting
+  carries no standing delay; once connected, everything written is played.
 - ``await`` :meth:`AudioSource.send`: back-pressure; it waits while more than
   ``queue_ms`` is queued (a TTS producer runs as fast as playout, and waits
   until connected).
@@ -117,8 +120,11 @@ class AudioSource(LocalTrack):
         self._out_channels = 1 if channels == 1 else 2
         self._layout = "mono" if channels == 1 else "stereo"
         self._lock = threading.Lock()
-        # 10 ms chunks: (int16 (n, channels), capture time in epoch ms or None)
-        self._queue: collections.deque[tuple[np.ndarray, int | None]] = collections.deque()
+        # 10 ms chunks: (int16 (n, channels), capture time in epoch ms or None,
+        # time.monotonic() of the write() that queued it; None for send())
+        self._queue: collections.deque[tuple[np.ndarray, int | None, float | None]] = (
+            collections.deque()
+        )
         self._queued = 0  # samples per channel in _queue
         self._partial = np.zeros((0, channels), np.int16)
         self._partial_ts: float | None = None  # capture time of the partial's first sample
@@ -156,7 +162,7 @@ class AudioSource(LocalTrack):
         Thread-safe, never blocks. ``TypeError``/``ValueError`` for bad data,
         ``RuntimeError`` once stopped.
         """
-        self._append(data, timestamp, trim=not self._consuming())
+        self._append(data, timestamp, trim=not self._consuming(), written_at=time.monotonic())
 
     async def send(
         self, data: np.ndarray, timestamp: float | None = None, *, timeout: float | None = None
@@ -166,7 +172,7 @@ class AudioSource(LocalTrack):
         Returns False when ``timeout`` seconds passed first or the source was
         stopped (the data stays queued either way).
         """
-        self._append(data, timestamp, trim=False)
+        self._append(data, timestamp, trim=False, written_at=None)
         ok = await self._changed.wait_for(
             lambda: self._ended or self.queued_ms <= self.queue_ms, timeout
         )
@@ -191,7 +197,9 @@ class AudioSource(LocalTrack):
         ok = await self._changed.wait_for(lambda: self._ended or self._queued == 0, timeout)
         return ok and not self._ended
 
-    def _append(self, data: Any, timestamp: float | None, *, trim: bool) -> None:
+    def _append(
+        self, data: Any, timestamp: float | None, *, trim: bool, written_at: float | None
+    ) -> None:
         self._check_open()
         pcm = as_pcm(data, self.channels, owner="AudioSource.write")
         if timestamp is not None:
@@ -226,7 +234,7 @@ class AudioSource(LocalTrack):
             whole = len(pcm) - len(pcm) % chunk
             for offset in range(0, whole, chunk):
                 ts_ms = None if start_ts is None else round((start_ts + offset / rate) * 1000)
-                self._queue.append((pcm[offset : offset + chunk], ts_ms))
+                self._queue.append((pcm[offset : offset + chunk], ts_ms, written_at))
             self._queued += whole
             if whole < len(pcm):
                 self._partial = pcm[whole:].copy()
@@ -236,7 +244,7 @@ class AudioSource(LocalTrack):
             if trim:
                 limit = max(int(self.queue_ms * rate / 1000), chunk)
                 while self._queued > limit and self._queue:
-                    dropped, _ = self._queue.popleft()
+                    dropped = self._queue.popleft()[0]
                     self._queued -= len(dropped)
                     self.samples_dropped += len(dropped)
         if whole:
@@ -253,9 +261,12 @@ class AudioSource(LocalTrack):
         """The next 20 ms at 48 kHz (s16, mono or stereo), paced in real time."""
         if self._ended:
             raise MediaStreamError
+        starting = not self._consuming()
         self._in_recv = True
         try:
             now = time.monotonic()
+            if starting:
+                self._drop_stale(now)
             if self._clock_start is None:
                 self._clock_start = now
             due = self._clock_start + self._emitted / OUTPUT_RATE
@@ -311,6 +322,21 @@ class AudioSource(LocalTrack):
         self._emitted += len(out)
         return frame
 
+    def _drop_stale(self, now: float) -> None:
+        """A consumer (the sender) starts: drop what :meth:`write` queued more than
+        ``_EARLY_S`` ago. Audio captured in real time before connecting would
+        otherwise stay queued ahead of every later frame, a delay (up to
+        ``queue_ms``) for the whole call. :meth:`send`'s audio is kept."""
+        with self._lock:
+            queue = self._queue
+            while queue:
+                written = queue[0][2]
+                if written is None or now - written <= _EARLY_S:
+                    break
+                dropped = queue.popleft()[0]
+                self._queued -= len(dropped)
+                self.samples_dropped += len(dropped)
+
     def _take(self) -> tuple[np.ndarray | None, int | None]:
         """Pop 20 ms of input; a shorter tail only once it stopped growing."""
         need = self._per_frame
@@ -326,14 +352,14 @@ class AudioSource(LocalTrack):
             got = 0
             ts_ms = self._queue[0][1]
             while got < need:
-                chunk, chunk_ts = self._queue.popleft()
+                chunk, chunk_ts, written = self._queue.popleft()
                 take = min(len(chunk), need - got)
                 parts.append(chunk[:take])
                 if take < len(chunk):
                     rest_ts = (
                         None if chunk_ts is None else chunk_ts + take * 1000 // self.sample_rate
                     )
-                    self._queue.appendleft((chunk[take:], rest_ts))
+                    self._queue.appendleft((chunk[take:], rest_ts, written))
                 got += take
             self._queued -= got
             self._stalled = False

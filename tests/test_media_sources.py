@@ -342,6 +342,33 @@ async def test_write_without_a_consumer_keeps_only_the_newest_queue_ms() -> None
     assert await source.wait_for_playout(timeout=0.05) is False
 
 
+async def test_a_capture_started_before_the_sender_leaves_no_standing_delay() -> None:
+    """A real-time writer running before anything consumes the track (capture started
+    before connecting): the sender's first frame is the newest audio, not audio
+    queued up to ``queue_ms`` earlier that would delay every later frame."""
+    source = AudioSource(1, 48000)  # queue_ms=200
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for i in range(30):  # 300 ms of 10 ms chunks in real time, chunk i at level 100 * (i + 1)
+        source.write(np.full((480, 1), 100 * (i + 1), np.int16))
+        await asyncio.sleep(max(0.0, start + (i + 1) * 0.01 - loop.time()))
+    first = (await recv(source)).to_ndarray().ravel()
+    # Only chunks written within the last 40 ms are left: the newest four at most (a
+    # slow machine writes fewer in 40 ms, which leaves newer ones).
+    assert int(first[0]) >= 100 * 27, first[0]
+    assert source.samples_dropped >= 480 * 26
+    # What the old rule kept (the newest 200 ms) would have been chunks 11-30.
+    assert source.queued_ms <= 20
+
+
+async def test_send_keeps_its_audio_when_the_sender_starts_late() -> None:
+    source = AudioSource(1, 48000, queue_ms=1000)
+    assert await source.send(np.full((960 * 3, 1), 700, np.int16), timeout=0.5) is True
+    await asyncio.sleep(0.1)  # older than the 40 ms a write() backlog may be
+    levels = [int(np.abs((await recv(source)).to_ndarray()).max()) for _ in range(3)]
+    assert levels == [700, 700, 700] and source.samples_dropped == 0
+
+
 async def test_a_short_tail_goes_out_padded_once_nothing_more_arrives() -> None:
     source = AudioSource(1, 48000)
     source.write(np.full((480 * 3, 1), 1000, np.int16))  # 30 ms
