@@ -316,5 +316,6 @@ def machine_line(info: Mapping[str, Any]) -> str:
         f"Python {info.get('python')}; PyAV {info.get('av')} (FFmpeg {info.get('ffmpeg')}); "
         f"aiortc {info.get('aiortc')}; sora_sdk {info.get('sora_sdk')}"
         + (f"; libyuv {'yes' if info['libyuv'] else 'no'}" if "libyuv" in info else "")
+        + (f"; sora_async on {info['loop']}" if "loop" in info else "")
         + (f"; load average at start {load}" if load else "")
     )

@@ -53,6 +53,8 @@ SCENARIOS = ("sendonly", "recvonly", "audio", "connect", "messaging", "scale", "
 #: (it also lets SVT-AV1's overshoot after its key frame pass, which makes the
 #: frame dropper drop frames for ~5 s at 720p).
 SENDONLY_WARMUP_S = 10.0
+#: sora_async workers' event loop (``--loop``), set once by main().
+EVENT_LOOP = ["asyncio"]
 
 
 class WorkerError(RuntimeError):
@@ -70,6 +72,8 @@ class Settings:
     scale_ns: tuple[int, ...]
     sender: str
     codecs: tuple[str, ...]
+    #: sora_async's event loop: "asyncio" or "uvloop" (``sora_async.runner.run``).
+    loop: str = "asyncio"
 
 
 @dataclass
@@ -114,6 +118,8 @@ class Worker:
 
     @classmethod
     async def start(cls, client: str, config: dict[str, Any]) -> Worker:
+        if client == report.ASYNC:
+            config = {**config, "loop": EVENT_LOOP[0]}
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -648,6 +654,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=report.SDK,
         help="the one sender of recvonly and scale (default sora_sdk)",
     )
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="sora_async's event loop (default asyncio; uvloop must be installed)",
+    )
     parser.add_argument("--json", metavar="PATH", help="save raw measurements and machine info")
     parser.add_argument(
         "--from-json", metavar="PATH", help="print the table of a saved --json run; run nothing"
@@ -670,6 +682,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         scale_ns=tuple(int(x) for x in scale.split(",") if x.strip()),
         sender=args.sender,
         codecs=tuple(c.strip().upper() for c in args.codecs.split(",") if c.strip()),
+        loop=args.loop,
     )
 
 
@@ -680,7 +693,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report.markdown(saved["measurements"], saved["machine"], saved.get("extra")))
         return 0
     settings = settings_from(args)
+    EVENT_LOOP[0] = settings.loop
     info = report.machine_info()
+    info["loop"] = settings.loop
     names = [n for n in SCENARIOS if n in args.scenario]
     t0 = time.monotonic()
     results = asyncio.run(run(names, settings))

@@ -26,7 +26,7 @@ import numpy as np
 
 from bench import support
 from bench.workers.control import Control
-from sora_async import AudioSink, AudioSource, Connection, VideoSink, VideoSource
+from sora_async import AudioSink, AudioSource, Connection, VideoSink, VideoSource, runner
 from sora_async import __version__ as sora_async_version
 from sora_async.enums import DegradationPreference
 
@@ -515,7 +515,8 @@ def main(argv: list[str]) -> int:
     support.hard_exit_after(float(cfg.get("hard_timeout_s", 300)), emit)
     code = 0
     try:
-        result = asyncio.run(run(cfg))
+        # The library's runner: what a user's program calls (uvloop only when asked).
+        result = runner.run(run(cfg), uvloop=cfg.get("loop", "asyncio") == "uvloop")
         emit("result", client="sora_async", version=sora_async_version, **result)
     except BaseException as exc:
         emit("error", where=cfg.get("task"), message=repr(exc), traceback=traceback.format_exc())
