@@ -23,10 +23,12 @@ Two ways to feed it:
 - :meth:`AudioSource.write`: sync, thread-safe, never blocks (a sounddevice
   callback, a capture thread). While nothing consumes the track (not
   connected yet), only the newest ``queue_ms`` are kept, as a live source
-  whose audio nobody hears; when the sender starts, what was written more
-  than 40 ms before is dropped too (the official source drops audio written
-  before it is connected), so a capture that started before connecting
-  carries no standing delay; once connected, everything written is played.
+  whose audio nobody hears; when the sender starts (or starts again after
+  the event loop stalled for more than 100 ms), what was written more than
+  40 ms before is dropped too (the official source drops audio written
+  before it is connected), so a capture that started before connecting, or
+  kept writing through a stall, carries no standing delay; once connected,
+  everything written is played.
 - ``await`` :meth:`AudioSource.send`: back-pressure; it waits while more than
   ``queue_ms`` is queued (a TTS producer runs as fast as playout, and waits
   until connected).

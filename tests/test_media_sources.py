@@ -361,6 +361,40 @@ async def test_a_capture_started_before_the_sender_leaves_no_standing_delay() ->
     assert source.queued_ms <= 20
 
 
+async def test_a_stall_of_the_event_loop_leaves_no_standing_delay() -> None:
+    """A capture thread keeps writing in real time while the event loop is blocked for
+    0.3 s: the sender starts again after it, so what was written more than 40 ms
+    before is dropped, and the audio is again ~10 ms behind the writes instead of
+    150 ms (the newest queue_ms less the 40 ms sent early) for the rest of the call."""
+    source = AudioSource(1, 48000)
+    chunks = 150
+    written: list[float] = []
+
+    def capture() -> None:
+        t0 = time.monotonic()
+        for i in range(chunks):  # chunk i at level i + 1, every 10 ms
+            source.write(np.full((480, 1), i + 1, np.int16))
+            written.append(time.monotonic())
+            time.sleep(max(0.0, t0 + (i + 1) * 0.01 - time.monotonic()))
+
+    thread = threading.Thread(target=capture)
+    thread.start()
+    got: list[tuple[float, int]] = []
+    try:
+        while len(got) < 60:
+            first = int((await recv(source)).to_ndarray().ravel()[0])
+            if first:
+                got.append((time.monotonic(), first))
+            if len(got) == 15:
+                time.sleep(0.3)  # noqa: ASYNC251 - blocking code on the event loop, on purpose
+    finally:
+        thread.join(5)
+    stall_end = got[15][0]
+    after = [when - written[level - 1] for when, level in got[16:] if when > stall_end + 0.1]
+    assert after and max(after) < 0.09, after
+    assert source.samples_dropped >= 480 * 15  # at least 150 ms of the stale audio
+
+
 async def test_send_keeps_its_audio_when_the_sender_starts_late() -> None:
     source = AudioSource(1, 48000, queue_ms=1000)
     assert await source.send(np.full((960 * 3, 1), 700, np.int16), timeout=0.5) is True
