@@ -50,6 +50,7 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric("fps", "fps delivered (BGR)"),
         Metric("latency_p50_ms", "capture→delivery p50 ms", target="delta<=20"),
         Metric("latency_p90_ms", "capture→delivery p90 ms"),
+        Metric("devserver_cpu_pct", "dev server CPU % (same window)"),
     ),
     "audio": (
         Metric("cpu_pct", "CPU % (per process)", target="ratio<=1.0"),
@@ -71,6 +72,7 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric("rss_mb", "RSS MB", "{:.0f}"),
         Metric("min_fps", "slowest connection fps"),
         Metric("ok", "connections ≥ 25 fps", "{:.0f}"),
+        Metric("devserver_cpu_pct", "dev server CPU % (same window)"),
     ),
     "raw": (
         Metric("enc_cpu_pct", "encode CPU % at 30 fps"),

@@ -213,12 +213,20 @@ async def run_case(
     config: dict[str, Any],
     within: float,
     grace: float = 30.0,
+    server: DevServerProcess | None = None,
 ) -> dict[str, Any] | None:
     """One worker run to its ``result`` event (within ``within`` s); a failed run is
-    recorded in ``results`` and gives None."""
+    recorded in ``results`` and gives None. With ``server``, the result also has the
+    dev server's CPU % over the worker's measurement window (``devserver_cpu_pct``)."""
     try:
         async with worker(client, config, grace) as running:
-            return await running.wait_event("result", within)
+            if server is None:
+                return await running.wait_event("result", within)
+            measured = await running.wait_event("measured", within)
+            result = await running.wait_event("result", within)
+            end = float(measured["t"])
+            result["devserver_cpu_pct"] = server.cpu.percent(end - float(measured["seconds"]), end)
+            return result
     except WorkerError as exc:
         results.error(scenario, case, client, exc)
         return None
@@ -227,9 +235,14 @@ async def run_case(
 class DevServerProcess:
     """``python -m sora_async.devserver --port 0`` in its own process."""
 
+    #: How often the dev server's CPU time is sampled (:attr:`cpu`), s.
+    CPU_SAMPLE_S = 0.25
+
     def __init__(self) -> None:
         self.proc: asyncio.subprocess.Process | None = None
         self.url = ""
+        self.cpu = support.CpuTrace(0)
+        self._sampler: asyncio.Task[None] | None = None
         self.log_file = tempfile.NamedTemporaryFile(  # closed in stop()
             prefix="bench-devserver-", suffix=".log", delete=False
         )
@@ -258,10 +271,21 @@ class DevServerProcess:
             text = line.decode().strip()
             if text.startswith("signaling:"):
                 self.url = text.split(None, 1)[1]
+                self.cpu = support.CpuTrace(self.proc.pid)
+                self._sampler = asyncio.create_task(self._sample_cpu())
                 return self.url
         raise WorkerError(f"the dev server did not start (log: {self.log_file.name})")
 
+    async def _sample_cpu(self) -> None:
+        while True:
+            self.cpu.sample()
+            await asyncio.sleep(self.CPU_SAMPLE_S)
+
     async def stop(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
         if self.proc is not None and self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -277,10 +301,11 @@ class DevServerProcess:
 
 
 @contextlib.asynccontextmanager
-async def devserver() -> AsyncIterator[str]:
+async def devserver() -> AsyncIterator[DevServerProcess]:
     server = DevServerProcess()
     try:
-        yield await server.start()
+        await server.start()
+        yield server
     finally:
         await server.stop()
 
@@ -307,7 +332,8 @@ def video_cases(s: Settings) -> list[tuple[str, str, int, int, int]]:
 
 
 async def scenario_sendonly(s: Settings, results: Results) -> None:
-    async with devserver() as url:
+    async with devserver() as server:
+        url = server.url
         for case, codec, w, h, kbps in video_cases(s):
             for rep, client in alternate(s.reps):
                 config = {
@@ -342,7 +368,8 @@ async def scenario_sendonly(s: Settings, results: Results) -> None:
 
 
 async def scenario_recvonly(s: Settings, results: Results) -> None:
-    async with devserver() as url:
+    async with devserver() as server:
+        url = server.url
         for case, codec, w, h, kbps in video_cases(s):
             ch = channel("recv")
             total = len(alternate(s.reps)) * (s.warmup_s + s.measure_s + 30) + 120
@@ -374,7 +401,7 @@ async def scenario_recvonly(s: Settings, results: Results) -> None:
                         }
                         result = await run_case(
                             results, "recvonly", case, client, config,
-                            s.warmup_s + s.measure_s + 80,
+                            s.warmup_s + s.measure_s + 80, server=server,
                         )  # fmt: skip
                         if result is None:
                             continue
@@ -411,7 +438,8 @@ async def paired(
 
 async def scenario_audio(s: Settings, results: Results) -> None:
     measure = max(s.measure_s, 6.0)
-    async with devserver() as url:
+    async with devserver() as server:
+        url = server.url
         for rep, client in alternate(s.reps):
             ch = channel("audio")
             config = {
@@ -446,7 +474,8 @@ async def scenario_audio(s: Settings, results: Results) -> None:
 
 
 async def scenario_connect(s: Settings, results: Results) -> None:
-    async with devserver() as url:
+    async with devserver() as server:
+        url = server.url
         for rep, client in alternate(s.reps):
             config = {
                 "task": "connect_cycle",
@@ -480,7 +509,8 @@ async def scenario_messaging(s: Settings, results: Results) -> None:
     plans = [(1024, 200, 0.01, 5000), (65536, 50, 0.1, 120)]
     if s.quick:
         plans = [(1024, 100, 0.01, 2000), (65536, 30, 0.1, 60)]
-    async with devserver() as url:
+    async with devserver() as server:
+        url = server.url
         for size, latency_count, interval, burst in plans:
             case = f"{size // 1024} KiB"
             for rep, client in alternate(s.reps):
@@ -515,7 +545,8 @@ async def scenario_scale(s: Settings, results: Results) -> None:
     # it is not tried at larger N once it did not.
     held: dict[str, dict[int, bool]] = {client: {} for client in CLIENTS}
     failed: set[str] = set()
-    async with devserver() as url:
+    async with devserver() as server:
+        url = server.url
         ch = channel("scale")
         sender = {
             "task": "send_video",
@@ -551,7 +582,7 @@ async def scenario_scale(s: Settings, results: Results) -> None:
                         case = f"N={n} recvonly, VP8 320x240 + Opus"
                         result = await run_case(
                             results, "scale", case, client, config,
-                            2 * n + s.warmup_s + s.measure_s + 120, grace=60,
+                            2 * n + s.warmup_s + s.measure_s + 120, grace=60, server=server,
                         )  # fmt: skip
                         if result is None:
                             held[client][n] = False

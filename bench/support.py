@@ -170,6 +170,42 @@ def rss_bytes() -> int:
     return 0
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``; None elsewhere
+    or once it exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The fields after the command name, which is in parentheses and may hold spaces.
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuTrace:
+    """``(time.monotonic(), CPU seconds)`` samples of another process (the dev server),
+    so that its CPU over a worker's measurement window can be read afterwards."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []
+
+    def sample(self) -> None:
+        cpu = process_cpu_seconds(self.pid)
+        if cpu is not None:
+            self.samples.append((time.monotonic(), cpu))
+
+    def percent(self, start: float, end: float) -> float | None:
+        """CPU % (100 = one core) between the samples nearest ``start`` and ``end``;
+        None without two distinct samples in the window."""
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2 or inside[-1][0] - inside[0][0] <= 0:
+            return None
+        (t0, c0), (t1, c1) = inside[0], inside[-1]
+        return 100.0 * (c1 - c0) / (t1 - t0)
+
+
 class CpuWindow:
     """Process CPU (all threads) over wall time: 100 % = one core busy."""
 

@@ -1,8 +1,12 @@
-"""The benchmarks' pure helpers (bench/support.py, bench/report.py): no clients, no timing."""
+"""The benchmarks' helpers (bench/support.py, bench/report.py), without the clients."""
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
+import pytest
 
 from bench import report, support
 
@@ -109,3 +113,22 @@ def test_scale_verdict_needs_an_n_the_official_client_held() -> None:
     assert line(50, 50).endswith("(target ≥ 2x official: miss)")
     # a run whose N were all too large for both clients proves nothing either way
     assert line(0, 0).endswith("(target ≥ 2x official: not judged, no N held by sora_sdk)")
+
+
+def test_process_cpu_seconds_reads_proc_stat_like_process_time() -> None:
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:  # burn some CPU of our own
+        pass
+    ours = support.process_cpu_seconds(os.getpid())
+    assert ours is not None
+    # /proc counts in clock ticks (usually 10 ms); process_time is exact.
+    assert abs(ours - time.process_time()) < 0.05
+    assert support.process_cpu_seconds(2**22 + 12345) is None  # above pid_max: no process
+
+
+def test_cpu_trace_reads_the_window_between_samples() -> None:
+    trace = support.CpuTrace(0)
+    trace.samples = [(10.0, 1.0), (10.5, 1.2), (11.0, 1.5), (11.5, 1.5), (12.0, 2.5)]
+    assert trace.percent(10.4, 11.6) == pytest.approx(30.0)  # samples at 10.5 .. 11.5
+    assert trace.percent(9.0, 13.0) == pytest.approx(75.0)
+    assert trace.percent(11.9, 13.0) is None  # one sample: no rate
