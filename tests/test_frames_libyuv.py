@@ -211,3 +211,39 @@ def test_i420_to_rgb24_is_the_channel_reverse_of_bgr24() -> None:
     assert i420_to_bgr24(decoded, "gray") is None  # libswscale's
     wrapped = VideoFrame(decoded)
     assert np.array_equal(wrapped.to_ndarray("rgb24")[..., ::-1], wrapped.data())
+
+
+@needs_libyuv
+def test_bgr_output_buffers_are_reused_only_once_nothing_uses_them() -> None:
+    """The packed output buffers of 640x480 and up come from a pool: a frame (or an
+    array of it) a consumer still holds is never written again; one nobody holds is."""
+    images = [_image(640, 480, seed) for seed in (1, 2, 3)]
+    sources = [
+        av.VideoFrame.from_numpy_buffer(image, format="bgr24").reformat(format="yuv420p")
+        for image in images
+    ]
+    expected = [VideoReformatter().reformat(s, format="bgr24").to_ndarray() for s in sources]
+
+    def tolerance(a: np.ndarray, b: np.ndarray) -> int:
+        return int(np.abs(a.astype(int) - b.astype(int)).max())
+
+    kept = i420_to_bgr24(sources[0])
+    assert kept is not None
+    kept_array = kept.to_ndarray()
+    del kept
+    seen = set()
+    for i in range(3 * frames._PackedBuffers.KEEP):
+        out = i420_to_bgr24(sources[1 + i % 2])
+        assert out is not None
+        array = out.to_ndarray()
+        assert tolerance(array, expected[1 + i % 2]) <= 3
+        seen.add(array.ctypes.data)
+        del out, array  # dropped: its buffer may be taken again
+    # The held array still shows the first image, and its buffer was never handed out.
+    assert tolerance(kept_array, expected[0]) <= 3
+    assert kept_array.ctypes.data not in seen
+    assert len(seen) == 1  # every later frame reused one buffer
+    # Below 512 KiB frames keep their own allocation.
+    small = av.VideoFrame(width=320, height=240, format="yuv420p")
+    assert frames._packed_buffers.take(240, 320) is None
+    assert i420_to_bgr24(small) is not None
