@@ -176,8 +176,10 @@ class _PackedBuffers:
 
     #: Smaller frames keep their own allocation (no page faults measured for them).
     MIN_BYTES = 1 << 19
-    #: Buffers kept per size, and sizes kept (the oldest size is forgotten first).
+    #: Buffers kept per size (fewer where they would pass KEEP_BYTES, at least 2), and
+    #: sizes kept (the oldest size is forgotten first).
     KEEP = 6
+    KEEP_BYTES = 32 << 20
     SIZES = 4
 
     def __init__(self) -> None:
@@ -200,7 +202,7 @@ class _PackedBuffers:
                 if sys.getrefcount(buffer) == 3:
                     return buffer
             buffer = np.empty((height, width, 3), np.uint8)
-            if len(buffers) < self.KEEP:
+            if len(buffers) < max(2, min(self.KEEP, self.KEEP_BYTES // buffer.nbytes)):
                 buffers.append(buffer)
             return buffer
 
