@@ -125,7 +125,11 @@ async def run(
     view = LiveView("sora_async demo", file=sys.stdout, plain=plain)
     with view:
         async with DevServer(port=0) as server:
-            view.print(f"dev server: {server.signaling_url}  (HTTP API {server.api_url})")
+            loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+            view.print(
+                f"dev server: {server.signaling_url}  (HTTP API {server.api_url}; "
+                f"event loop: {loop})"
+            )
             common: dict[str, Any] = {
                 "channel_id": CHANNEL_ID,
                 "video_codec_type": codec,

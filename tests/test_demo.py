@@ -18,25 +18,47 @@ import av
 import numpy as np
 import pytest
 
+from sora_async import runner
 from sora_async.cli.live import ConnectionRow, LiveView
 from sora_async.cli.media import TONE_HZ, draw_test_pattern
 from sora_async.cli.stats import ConnectionStats, StreamStats
 from sora_async.demo import Reception, _verdict
 
 
-def run_demo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_demo(*args: str, cwd: Path, uvloop: bool = True) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env[runner.ENV_UVLOOP] = "1" if uvloop else "0"
     return subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=env
     )
 
 
-def test_demo_media_arrives_and_is_written_to_png_and_wav(tmp_path: Path) -> None:
+# The demo runs through sora_async.runner: on uvloop where it is installed (the test
+# extra installs it), which the rest of the suite (pytest-asyncio) never uses.
+@pytest.mark.parametrize(
+    "loop",
+    [
+        "asyncio",
+        pytest.param(
+            "uvloop",
+            marks=pytest.mark.skipif(not runner.uvloop_available(), reason="no uvloop"),
+        ),
+    ],
+)
+def test_demo_media_arrives_and_is_written_to_png_and_wav(tmp_path: Path, loop: str) -> None:
     result = run_demo(
-        "-m", "sora_async.demo", "--duration", "3", "--resolution", "320x240", cwd=tmp_path
+        "-m",
+        "sora_async.demo",
+        "--duration",
+        "3",
+        "--resolution",
+        "320x240",
+        cwd=tmp_path,
+        uvloop=loop == "uvloop",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
+    assert f"event loop: {loop}" in out
     # Not a terminal: plain lines, no escape sequences, every second.
     assert "\x1b[" not in out
     assert "sender    connected" in out and "receiver  connected" in out
