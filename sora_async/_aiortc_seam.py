@@ -90,6 +90,12 @@ What is reached, and why:
   ``_reconfig_deferred``, ``_inbound_streams``, ``_sent_queue``, the cwnd and
   T3 members), without a coroutine.
 
+- :func:`parse_rtp`: aiortc's ``RtpPacket.parse`` for every received packet, with
+  one-byte header extensions read in one pass through the ids
+  ``HeaderExtensionsMap`` keeps privately (``__ids``); a value it cannot decode goes
+  back to aiortc's ``HeaderExtensionsMap.get`` so that the same exception comes out
+  (``tests/test_rtc_rtp_parse.py`` compares the two on mutated packets).
+
 Server-created DataChannels need nothing private: ``RTCSctpTransport`` emits
 ``"datachannel"`` for DCEP opens.
 """
@@ -137,7 +143,13 @@ from aiortc.rtcsctptransport import (
     SackChunk,
     serialize_packet,
 )
-from aiortc.rtp import is_rtcp
+from aiortc.rtp import (
+    RTP_HEADER_LENGTH,
+    HeaderExtensions,
+    HeaderExtensionsMap,
+    RtpPacket,
+    is_rtcp,
+)
 from aiortc.utils import uint32_gt, uint32_gte
 from google_crc32c import value as crc32c  # aiortc's SCTP checksum
 from OpenSSL import SSL
@@ -222,6 +234,108 @@ def shared_certificate() -> ReusableCertificate:
         assert isinstance(certificate, ReusableCertificate)  # a classmethod: cls(...)
         _shared_certificate = certificate
     return _shared_certificate
+
+
+_RTP_FIXED_HEADER = struct.Struct("!BBHLL")
+
+
+def parse_rtp(data: bytes, extensions_map: HeaderExtensionsMap) -> RtpPacket:
+    """aiortc's ``RtpPacket.parse(data, extensions_map)``: the same packet, the same
+    exception for the same malformed input, in ~30 % less time (measured 2.2 µs instead
+    of 3.1 µs for a video packet with transport-cc and MID; it runs per received packet).
+
+    One-byte header extensions (0xBEDE, what Sora and browsers send) are read here,
+    straight into the packet's ``HeaderExtensions``, with the ids the map keeps
+    privately (``HeaderExtensionsMap.__ids``, a ``HeaderExtensions`` of ids); aiortc
+    builds a list of (id, value) pairs and a second ``HeaderExtensions`` per packet.
+    Any other profile goes through ``extensions_map.get`` as in aiortc.
+    """
+    size = len(data)
+    if size < RTP_HEADER_LENGTH:
+        raise ValueError(f"RTP packet length is less than {RTP_HEADER_LENGTH} bytes")
+    v_p_x_cc, m_pt, sequence_number, timestamp, ssrc = _RTP_FIXED_HEADER.unpack_from(data)
+    if v_p_x_cc >> 6 != 2:
+        raise ValueError("RTP packet has invalid version")
+    cc = v_p_x_cc & 0x0F
+    if size < RTP_HEADER_LENGTH + 4 * cc:
+        raise ValueError("RTP packet has truncated CSRC")
+    packet = RtpPacket(
+        payload_type=m_pt & 0x7F,
+        marker=m_pt >> 7,
+        sequence_number=sequence_number,
+        timestamp=timestamp,
+        ssrc=ssrc,
+    )
+    pos = RTP_HEADER_LENGTH
+    if cc:
+        packet.csrc.extend(struct.unpack_from(f"!{cc}L", data, pos))
+        pos += 4 * cc
+    if v_p_x_cc & 0x10:
+        if size < pos + 4:
+            raise ValueError("RTP packet has truncated extension profile / length")
+        profile, length = struct.unpack_from("!HH", data, pos)
+        length *= 4
+        pos += 4
+        if size < pos + length:
+            raise ValueError("RTP packet has truncated extension value")
+        if profile == 0xBEDE:
+            _one_byte_extensions(data, pos, pos + length, extensions_map, packet.extensions)
+        else:
+            packet.extensions = extensions_map.get(profile, data[pos : pos + length])
+        pos += length
+    if v_p_x_cc & 0x20:
+        padding = data[-1]
+        if not padding or padding > size - pos:
+            raise ValueError("RTP packet padding length is invalid")
+        packet.padding_size = padding
+        packet.payload = data[pos:-padding]
+    else:
+        packet.payload = data[pos:]
+    return packet
+
+
+def _one_byte_extensions(
+    data: bytes, start: int, end: int, extensions_map: HeaderExtensionsMap, out: HeaderExtensions
+) -> None:
+    """aiortc's ``unpack_header_extensions`` (0xBEDE) and ``HeaderExtensionsMap.get`` in
+    one pass, without the list of (id, value) pairs."""
+    ids = extensions_map._HeaderExtensionsMap__ids  # type: ignore[attr-defined]
+    pos = start
+    try:
+        while pos < end:
+            byte = data[pos]
+            if byte == 0:  # padding
+                pos += 1
+                continue
+            x_id = byte >> 4
+            length = (byte & 0x0F) + 1
+            pos += 1
+            if end < pos + length:
+                raise ValueError("RTP one-byte header extension value is truncated")
+            # The same order of tests as aiortc (an id configured twice takes the first).
+            if x_id == ids.mid:
+                out.mid = data[pos : pos + length].decode("utf8")
+            elif x_id == ids.repaired_rtp_stream_id:
+                out.repaired_rtp_stream_id = data[pos : pos + length].decode("ascii")
+            elif x_id == ids.rtp_stream_id:
+                out.rtp_stream_id = data[pos : pos + length].decode("ascii")
+            elif x_id == ids.abs_send_time:
+                out.abs_send_time = struct.unpack("!L", b"\x00" + data[pos : pos + length])[0]
+            elif x_id == ids.transmission_offset:
+                value = data[pos : pos + length] + b"\x00"
+                out.transmission_offset = struct.unpack("!l", value)[0] >> 8
+            elif x_id == ids.audio_level:
+                vad_level = struct.unpack("!B", data[pos : pos + length])[0]
+                out.audio_level = (vad_level & 0x80 == 0x80, vad_level & 0x7F)
+            elif x_id == ids.transport_sequence_number:
+                value = data[pos : pos + length]
+                out.transport_sequence_number = struct.unpack("!H", value)[0]
+            pos += length
+    except (UnicodeDecodeError, struct.error):
+        # A value aiortc cannot decode either. aiortc checks every element's length
+        # before it decodes any: let it raise what it raises.
+        extensions_map.get(0xBEDE, data[start:end])
+        raise
 
 
 def _run_until_it_waits(coro: Coroutine[Any, Any, None], what: str) -> tuple[bool, Any]:

@@ -26,7 +26,7 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.rtcdatachannel import RTCDataChannel, RTCDataChannelParameters
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsParameters, RTCDtlsTransport
 from aiortc.rtcicetransport import RTCIceGatherer, RTCIceParameters, RTCIceTransport
-from aiortc.rtp import RtcpPsfbPacket, RtpPacket
+from aiortc.rtp import HeaderExtensionsMap, RtcpPsfbPacket, RtpPacket
 
 from sora_async import _aiortc_seam as seam
 from sora_async.rtc.transport import BundleTransport
@@ -77,6 +77,18 @@ def test_the_private_members_the_seam_uses_exist_in_the_pinned_aiortc() -> None:
     assert "ssl=ssl" in inspect.getsource(aioice.turn.create_turn_endpoint)
     # no TURN server is given to aioice itself: it would allocate on one more
     assert connection.turn_server is None
+    # seam.parse_rtp: the extension ids the map keeps, one per extension it reads
+    ids = HeaderExtensionsMap()._HeaderExtensionsMap__ids  # type: ignore[attr-defined]
+    for name in (
+        "mid",
+        "repaired_rtp_stream_id",
+        "rtp_stream_id",
+        "abs_send_time",
+        "transmission_offset",
+        "audio_level",
+        "transport_sequence_number",
+    ):
+        assert hasattr(ids, name), name
 
 
 async def test_offerer_and_answerer_exchange_srtp_and_open_a_datachannel() -> None:

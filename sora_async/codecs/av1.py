@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from av.video.codeccontext import VideoCodecContext
 
@@ -163,26 +164,37 @@ def split_elements(payload: bytes) -> tuple[AggregationHeader, list[bytes]]:
     """Aggregation header and OBU elements (or fragments) of one RTP payload."""
     if len(payload) < 2:
         raise MalformedPayloadError("AV1 payload shorter than 2 bytes")
-    header = AggregationHeader.parse(payload[0])
-    elements: list[bytes] = []
+    return AggregationHeader.parse(payload[0]), _split_elements(payload)
+
+
+_Buffer = TypeVar("_Buffer", bytes, memoryview)
+
+
+def _split_elements(payload: _Buffer) -> list[_Buffer]:
+    """:func:`split_elements`' elements, slices of ``payload`` (views of a memoryview:
+    the depacketizer copies each byte once, when it joins the frame)."""
+    if len(payload) < 2:
+        raise MalformedPayloadError("AV1 payload shorter than 2 bytes")
+    w = (payload[0] >> 4) & 0x03
+    size_of_payload = len(payload)
+    elements: list[_Buffer] = []
     pos = 1
-    while pos < len(payload):
-        last_without_length = header.w and len(elements) == header.w - 1
-        if last_without_length:
-            size = len(payload) - pos
+    while pos < size_of_payload:
+        if w and len(elements) == w - 1:  # the last element has no length field
+            size = size_of_payload - pos
         else:
             size, pos = leb128_decode(payload, pos)
-            if size == 0 or pos + size > len(payload):
+            if size == 0 or pos + size > size_of_payload:
                 raise MalformedPayloadError("AV1: OBU element length is 0 or exceeds the payload")
         elements.append(payload[pos : pos + size])
         pos += size
-        if header.w and len(elements) > header.w:
+        if w and len(elements) > w:
             raise MalformedPayloadError("AV1: more OBU elements than W says")
-    if header.w and len(elements) != header.w:
+    if w and len(elements) != w:
         raise MalformedPayloadError("AV1: fewer OBU elements than W says")
     if not elements:
         raise MalformedPayloadError("AV1 payload has no OBU element")
-    return header, elements
+    return elements
 
 
 def is_keyframe_temporal_unit(obus: Sequence[Obu]) -> bool:
@@ -264,28 +276,32 @@ class Av1Depacketizer(Depacketizer):
     def depacketize(self, payloads: Sequence[bytes], timestamp: int = 0) -> EncodedFrame:
         require_payloads(payloads, CODEC)
         elements: list[bytes] = []
-        pending: bytearray | None = None
+        # The fragments of an OBU that goes on in the next packet (views, joined once).
+        pending: list[memoryview] | None = None
         new_sequence = False
         for index, payload in enumerate(payloads):
-            header, parts = split_elements(bytes(payload))
+            view = memoryview(bytes(payload))  # no copy for bytes (what the assembler gives)
+            parts = _split_elements(view)
+            aggregation = view[0]  # Z Y W W N - - -: read here, no AggregationHeader per packet
+            z, y = aggregation & 0x80, aggregation & 0x40
             if index == 0:
-                new_sequence = header.n
-                if header.z:
+                new_sequence = bool(aggregation & 0x08)
+                if z:
                     raise IncompleteFrameError("AV1: frame starts with an OBU continuation")
-            if header.z != (pending is not None):
+            if bool(z) != (pending is not None):
                 raise IncompleteFrameError("AV1: OBU fragment without its start or its end")
             for i, part in enumerate(parts):
                 if i == 0 and pending is not None:
-                    pending += part
-                    if len(parts) == 1 and header.y:
+                    pending.append(part)
+                    if len(parts) == 1 and y:
                         continue  # the OBU goes on in the next packet
-                    elements.append(bytes(pending))
+                    elements.append(b"".join(pending))
                     pending = None
                     continue
-                if i == len(parts) - 1 and header.y:
-                    pending = bytearray(part)
+                if i == len(parts) - 1 and y:
+                    pending = [part]
                 else:
-                    elements.append(part)
+                    elements.append(bytes(part))
         if pending is not None:
             raise IncompleteFrameError("AV1: the frame ends inside an OBU fragment")
         obus = [parse_element(e) for e in elements]

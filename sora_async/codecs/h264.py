@@ -167,7 +167,7 @@ class H264Depacketizer(Depacketizer):
                     fragment = bytearray([(payload[0] & 0xE0) | (payload[1] & 0x1F)])
                 elif fragment is None:
                     raise IncompleteFrameError("H264: FU-A fragment without its start")
-                fragment += payload[2:]
+                fragment += memoryview(payload)[2:]  # appended without a sliced copy
                 if end:
                     nals.append(bytes(fragment))
                     fragment = None

@@ -201,7 +201,7 @@ class H265Depacketizer(Depacketizer):
         start, end = bool(fu_header & 0x80), bool(fu_header & 0x40)
         if start and end:
             raise MalformedPayloadError("H265: FU with both S and E set")
-        body = payload[_HEADER + _FU_HEADER :]
+        body = memoryview(payload)[_HEADER + _FU_HEADER :]  # appended without a sliced copy
         if start:
             if fragment is not None:
                 raise IncompleteFrameError("H265: FU restarted before its end")

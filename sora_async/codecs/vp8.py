@@ -101,46 +101,64 @@ class Vp8PayloadDescriptor:
 
         Raises :class:`MalformedPayloadError` when truncated.
         """
-        if len(data) < 1:
-            raise MalformedPayloadError("VP8 payload is empty")
-        first = data[0]
+        first, ext, picture_id, tl0picidx, tk, pos = _parse_descriptor(data)
         desc = cls(
             start_of_partition=bool(first & 0x10),
             partition_index=first & 0x07,
             non_reference=bool(first & 0x20),
+            picture_id=picture_id,
+            tl0picidx=tl0picidx,
         )
-        pos = 1
-        if first & 0x80:
-            if len(data) < 2:
-                raise MalformedPayloadError("VP8 descriptor: truncated extension byte")
-            ext = data[1]
-            pos = 2
-            if ext & 0x80:
-                if len(data) < pos + 1:
-                    raise MalformedPayloadError("VP8 descriptor: truncated PictureID")
-                if data[pos] & 0x80:
-                    if len(data) < pos + 2:
-                        raise MalformedPayloadError("VP8 descriptor: truncated 15-bit PictureID")
-                    desc.picture_id = struct.unpack_from("!H", data, pos)[0] & 0x7FFF
-                    pos += 2
-                else:
-                    desc.picture_id = data[pos] & 0x7F
-                    pos += 1
-            if ext & 0x40:
-                if len(data) < pos + 1:
-                    raise MalformedPayloadError("VP8 descriptor: truncated TL0PICIDX")
-                desc.tl0picidx = data[pos]
-                pos += 1
-            if ext & 0x30:
-                if len(data) < pos + 1:
-                    raise MalformedPayloadError("VP8 descriptor: truncated TID/KEYIDX")
-                if ext & 0x20:
-                    desc.tid = data[pos] >> 6
-                    desc.layer_sync = bool(data[pos] & 0x20)
-                if ext & 0x10:
-                    desc.keyidx = data[pos] & 0x1F
-                pos += 1
+        if ext & 0x20:
+            desc.tid = tk >> 6
+            desc.layer_sync = bool(tk & 0x20)
+        if ext & 0x10:
+            desc.keyidx = tk & 0x1F
         return desc, pos
+
+
+def _parse_descriptor(data: bytes) -> tuple[int, int, int | None, int | None, int, int]:
+    """The descriptor's fields as ``(first byte, extension byte or 0, PictureID,
+    TL0PICIDX, TID/Y/KEYIDX byte or 0, length)``.
+
+    What :meth:`Vp8PayloadDescriptor.parse` reads, without building the object:
+    the depacketizer reads every packet's descriptor (~1 µs as an object, ~0.3 µs
+    as this tuple). Raises :class:`MalformedPayloadError` when truncated.
+    """
+    size = len(data)
+    if size < 1:
+        raise MalformedPayloadError("VP8 payload is empty")
+    first = data[0]
+    if not first & 0x80:
+        return first, 0, None, None, 0, 1
+    if size < 2:
+        raise MalformedPayloadError("VP8 descriptor: truncated extension byte")
+    ext = data[1]
+    pos = 2
+    picture_id = tl0picidx = None
+    tk = 0
+    if ext & 0x80:
+        if size < pos + 1:
+            raise MalformedPayloadError("VP8 descriptor: truncated PictureID")
+        if data[pos] & 0x80:
+            if size < pos + 2:
+                raise MalformedPayloadError("VP8 descriptor: truncated 15-bit PictureID")
+            picture_id = (data[pos] & 0x7F) << 8 | data[pos + 1]
+            pos += 2
+        else:
+            picture_id = data[pos] & 0x7F
+            pos += 1
+    if ext & 0x40:
+        if size < pos + 1:
+            raise MalformedPayloadError("VP8 descriptor: truncated TL0PICIDX")
+        tl0picidx = data[pos]
+        pos += 1
+    if ext & 0x30:
+        if size < pos + 1:
+            raise MalformedPayloadError("VP8 descriptor: truncated TID/KEYIDX")
+        tk = data[pos]
+        pos += 1
+    return first, ext, picture_id, tl0picidx, tk, pos
 
 
 def parse_frame_header(frame: bytes) -> tuple[bool, int, int]:
@@ -195,28 +213,33 @@ class Vp8Depacketizer(Depacketizer):
 
     def depacketize(self, payloads: Sequence[bytes], timestamp: int = 0) -> EncodedFrame:
         require_payloads(payloads, CODEC)
-        parts: list[bytes] = []
+        # Views of the payloads after their descriptors: joined once below, instead of
+        # a sliced copy of each payload and then the joined one.
+        parts: list[memoryview] = []
         picture_id: int | None = None
-        first_desc: Vp8PayloadDescriptor | None = None
+        tid = 0
+        first_starts = False
         for index, payload in enumerate(payloads):
-            payload = bytes(payload)
-            desc, offset = Vp8PayloadDescriptor.parse(payload)
+            payload = bytes(payload)  # no copy for bytes (what the assembler gives)
+            first, ext, frame_picture_id, _, tk, offset = _parse_descriptor(payload)
             if offset >= len(payload):
                 raise MalformedPayloadError("VP8 payload has a descriptor but no data")
+            starts = (first & 0x17) == 0x10  # S=1 and partition index 0: a frame's start
             if index == 0:
-                first_desc = desc
-                picture_id = desc.picture_id
-            elif desc.start_of_partition and desc.partition_index == 0:
+                first_starts = starts
+                picture_id = frame_picture_id
+                if ext & 0x20:
+                    tid = tk >> 6
+            elif starts:
                 raise MalformedPayloadError("VP8: a second frame start inside one frame")
             if (
-                desc.picture_id is not None
+                frame_picture_id is not None
                 and picture_id is not None
-                and desc.picture_id != picture_id
+                and frame_picture_id != picture_id
             ):
                 raise MalformedPayloadError("VP8: PictureID changes inside one frame")
-            parts.append(payload[offset:])
-        assert first_desc is not None
-        if not (first_desc.start_of_partition and first_desc.partition_index == 0):
+            parts.append(memoryview(payload)[offset:])
+        if not first_starts:
             raise IncompleteFrameError("VP8: the first packet of the frame is missing")
         data = b"".join(parts)
         is_keyframe, width, height = parse_frame_header(data)
@@ -227,23 +250,23 @@ class Vp8Depacketizer(Depacketizer):
             is_keyframe=is_keyframe,
             width=width,
             height=height,
-            temporal_index=first_desc.tid or 0,
+            temporal_index=tid,
             frame_id=picture_id,
         )
 
     def is_frame_start(self, payload: bytes) -> bool:
         try:
-            desc, offset = Vp8PayloadDescriptor.parse(payload)
+            first, _, _, _, _, offset = _parse_descriptor(payload)
         except MalformedPayloadError:
             return False
-        return desc.start_of_partition and desc.partition_index == 0 and offset < len(payload)
+        return (first & 0x17) == 0x10 and offset < len(payload)
 
     def is_keyframe_start(self, payload: bytes) -> bool:
         try:
-            desc, offset = Vp8PayloadDescriptor.parse(payload)
+            first, _, _, _, _, offset = _parse_descriptor(payload)
         except MalformedPayloadError:
             return False
-        if not (desc.start_of_partition and desc.partition_index == 0 and offset < len(payload)):
+        if not ((first & 0x17) == 0x10 and offset < len(payload)):
             return False
         return not payload[offset] & 0x01
 
