@@ -538,6 +538,7 @@ class RtpSender:
         self._bitrate_cap = bitrate_cap
         self._ext_ids = dict((uri, ext_id) for ext_id, uri in extensions)
         self._extensions_map = extensions_map(extensions)
+        self._header_cache: dict[tuple[str | None, int | None], _HeaderParts] = {}
         self._taken = taken_ssrcs
         self.layers: list[SendLayer] = []
         for params in encodings or [EncodingParameters()]:
@@ -638,6 +639,7 @@ class RtpSender:
         self.codec = codec
         self._ext_ids = dict((uri, ext_id) for ext_id, uri in extensions)
         self._extensions_map = extensions_map(extensions)
+        self._header_cache = {}
         if encodings:
             by_rid = {e.rid: e for e in encodings}
             for layer in self.layers:
@@ -835,26 +837,22 @@ class RtpSender:
                     if self.source_audio_level > 0
                     else 127
                 )
-        # The header is built once per frame (what aiortc's RtpPacket.serialize
-        # writes); per packet only marker, sequence number and abs-send-time change.
-        probe = RtpPacket(payload_type=self.codec.payload_type, timestamp=timestamp)
-        self._set_extensions(probe, layer.rid, repaired=False, audio_level=level)
-        profile, value = self._extensions_map.set(probe.extensions)
-        extension = struct.pack("!HH", profile, len(value) >> 2) + value if value else b""
-        abs_at = -1
-        if probe.extensions.abs_send_time is not None and profile == 0xBEDE:
-            abs_at = one_byte_element_offset(
-                value, 0, len(value), self._ext_ids[EXT_ABS_SEND_TIME], 3
-            )
-            if abs_at >= 0:
-                abs_at += 16
-        first_byte = 0x90 if value else 0x80
+        # The header extension block (what aiortc's RtpPacket.serialize writes) only
+        # depends on the RID and the audio level: it is built once for them; per
+        # packet only marker, sequence number and abs-send-time change.
+        parts = self._header_cache.get((layer.rid, level))
+        if parts is None:
+            parts = self._header_parts(layer.rid, level)
+        first_byte, before, after, header_size = parts
         payload_type = self.codec.payload_type
+        marked = 0x80 | payload_type
         ssrc = layer.ssrc
-        header_size = 12 + len(extension)
         last = len(payloads) - 1
         video = self.kind == "video"
         send = self._send
+        remember = layer.remember
+        pack = _RTP_HEADER.pack
+        join = b"".join
         for index, payload in enumerate(payloads):
             if video:
                 marker = index == last
@@ -864,21 +862,13 @@ class RtpSender:
                 layer.started_talkspurt = False
             sequence = layer.sequence
             layer.sequence = (sequence + 1) & 0xFFFF
-            packet = bytearray(
-                _RTP_HEADER.pack(
-                    first_byte,
-                    0x80 | payload_type if marker else payload_type,
-                    sequence,
-                    timestamp,
-                    ssrc,
-                )
-            )
-            packet += extension
-            if abs_at >= 0:
-                packet[abs_at : abs_at + 3] = abs_send_time().to_bytes(3, "big")
-            packet += payload
-            data = bytes(packet)
-            layer.remember(sequence, data)
+            head = pack(first_byte, marked if marker else payload_type, sequence, timestamp, ssrc)
+            if after is None:
+                data = join((head, before, payload))
+            else:
+                abs_time = abs_send_time().to_bytes(3, "big")
+                data = join((head, before, abs_time, after, payload))
+            remember(sequence, data)
             if await send(data):
                 layer.packets_sent += 1
                 layer.bytes_sent += len(payload)
@@ -888,6 +878,30 @@ class RtpSender:
         if self.kind == "video":
             layer.frames_sent += 1
             layer.fps.tick()
+
+    def _header_parts(self, rid: str | None, level: int | None) -> _HeaderParts:
+        """The RTP header's first byte and its extension block as aiortc's
+        ``RtpPacket.serialize`` writes them for ``rid`` and ``level``: split around the
+        abs-send-time value when there is one to write per packet (``after`` is None
+        when not), and the header size. Cached unless abs-send-time cannot be found
+        in a one-byte block (then its value is the one of now, as aiortc's)."""
+        probe = RtpPacket(payload_type=self.codec.payload_type)
+        self._set_extensions(probe, rid, repaired=False, audio_level=level)
+        profile, value = self._extensions_map.set(probe.extensions)
+        extension = struct.pack("!HH", profile, len(value) >> 2) + value if value else b""
+        parts: _HeaderParts = (0x90 if value else 0x80, extension, None, 12 + len(extension))
+        if probe.extensions.abs_send_time is not None:
+            at = -1
+            if profile == 0xBEDE:
+                at = one_byte_element_offset(
+                    value, 0, len(value), self._ext_ids[EXT_ABS_SEND_TIME], 3
+                )
+            if at < 0:
+                return parts  # not cached: a fresh abs-send-time per frame
+            at += 4
+            parts = (parts[0], extension[:at], extension[at + 3 :], parts[3])
+        self._header_cache[(rid, level)] = parts
+        return parts
 
     def _set_extensions(
         self, packet: RtpPacket, rid: str | None, *, repaired: bool, audio_level: int | None
@@ -1070,6 +1084,8 @@ class RtpSender:
 
 
 _RTP_HEADER = struct.Struct("!BBHLL")
+#: the first byte, the extension block (before, after abs-send-time), header size
+_HeaderParts = tuple[int, bytes, bytes | None, int]
 #: Seconds from the NTP epoch (1900) to the Unix epoch (1970).
 _NTP_UNIX_OFFSET = 2_208_988_800
 
