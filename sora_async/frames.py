@@ -25,8 +25,8 @@ import ctypes.util
 import fractions
 import logging
 import os
-import sys
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -169,42 +169,52 @@ class _PackedBuffers:
     frame (2300-3500 a second for one 720p/30 receiver), and the conversion took 0.8-0.95
     ms instead of 0.5-0.7 ms (paced at 30 fps, the consumer holding two frames; at
     640x480 0.42-0.49 against 0.36-0.40 ms). libwebrtc takes its frame buffers from a
-    pool too. A buffer is handed out again only once nothing
-    refers to it but this pool (a frame or an array of a consumer keeps it, however
-    long), so reuse never changes what a consumer holds.
+    pool too.
+
+    A buffer is lent as a view, and comes back when that view is freed: the frame made
+    on it and every array of that frame (``to_ndarray``, ``VideoFrame.data()``) keep the
+    view, however long a consumer holds them, so reuse never changes what a consumer
+    holds. (A reference count would say the same today, but what ``sys.getrefcount``
+    counts changes between Python versions.)
     """
 
     #: Smaller frames keep their own allocation (no page faults measured for them).
     MIN_BYTES = 1 << 19
-    #: Buffers kept per size (fewer where they would pass KEEP_BYTES, at least 2), and
-    #: sizes kept (the oldest size is forgotten first).
+    #: Free buffers kept per size (fewer where they would pass KEEP_BYTES, at least 2),
+    #: and sizes kept (the oldest size is forgotten first).
     KEEP = 6
     KEEP_BYTES = 32 << 20
     SIZES = 4
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._buffers: dict[tuple[int, int], list[np.ndarray]] = {}
+        self._free: dict[tuple[int, int], list[np.ndarray]] = {}
 
     def take(self, height: int, width: int) -> np.ndarray | None:
-        """A free buffer of that size (or a new one), None below :attr:`MIN_BYTES`."""
+        """A buffer of that size to write a frame into (a free one or a new one), None
+        below :attr:`MIN_BYTES`."""
         if height * width * 3 < self.MIN_BYTES:
             return None
+        key = (height, width)
         with self._lock:
-            buffers = self._buffers.get((height, width))
-            if buffers is None:
-                if len(self._buffers) >= self.SIZES:
-                    del self._buffers[next(iter(self._buffers))]
-                buffers = self._buffers[(height, width)] = []
-            for buffer in buffers:
-                # References: the list, this loop's variable and getrefcount's argument
-                # only. Any frame or array still using it holds one more.
-                if sys.getrefcount(buffer) == 3:
-                    return buffer
-            buffer = np.empty((height, width, 3), np.uint8)
-            if len(buffers) < max(2, min(self.KEEP, self.KEEP_BYTES // buffer.nbytes)):
-                buffers.append(buffer)
-            return buffer
+            free = self._free.get(key)
+            if free is None:
+                if len(self._free) >= self.SIZES:
+                    del self._free[next(iter(self._free))]
+                free = self._free[key] = []
+            buffer = free.pop() if free else np.empty((height, width, 3), np.uint8)
+        lent = buffer.view()
+        weakref.finalize(lent, self._give_back, key, buffer).atexit = False
+        return lent
+
+    def _give_back(self, key: tuple[int, int], buffer: np.ndarray) -> None:
+        # Runs in whichever thread drops the last reference to the lent view.
+        with self._lock:
+            free = self._free.get(key)
+            if free is not None and len(free) < max(
+                2, min(self.KEEP, self.KEEP_BYTES // buffer.nbytes)
+            ):
+                free.append(buffer)
 
 
 _packed_buffers = _PackedBuffers()
