@@ -347,18 +347,20 @@ async def test_a_capture_started_before_the_sender_leaves_no_standing_delay() ->
     before connecting): the sender's first frame is the newest audio, not audio
     queued up to ``queue_ms`` earlier that would delay every later frame."""
     source = AudioSource(1, 48000)  # queue_ms=200
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    for i in range(30):  # 300 ms of 10 ms chunks in real time, chunk i at level 100 * (i + 1)
-        source.write(np.full((480, 1), 100 * (i + 1), np.int16))
-        await asyncio.sleep(max(0.0, start + (i + 1) * 0.01 - loop.time()))
-    first = (await recv(source)).to_ndarray().ravel()
-    # Only chunks written within the last 40 ms are left: the newest four at most (a
-    # slow machine writes fewer in 40 ms, which leaves newer ones).
-    assert int(first[0]) >= 100 * 27, first[0]
-    assert source.samples_dropped >= 480 * 26
-    # What the old rule kept (the newest 200 ms) would have been chunks 11-30.
-    assert source.queued_ms <= 20
+    written: list[float] = []
+    for i in range(30):  # 300 ms of 10 ms chunks in real time, chunk i at level i + 1
+        source.write(np.full((480, 1), i + 1, np.int16))
+        written.append(time.monotonic())
+        await asyncio.sleep(0.01)
+    started = time.monotonic()
+    first = int((await recv(source)).to_ndarray().ravel()[0]) - 1  # its first chunk
+    # Chunks written more than 40 ms before the sender started are dropped, newer ones
+    # kept (judged with 5 ms to spare either way, whatever the machine's timing). The
+    # old rule kept the newest 200 ms: chunk 10 would have come first.
+    ages = [started - t for t in written]
+    assert all(age > 0.035 for age in ages[:first]), (first, ages)
+    assert ages[first] < 0.045, (first, ages)
+    assert source.samples_dropped == 480 * first
 
 
 async def test_a_stall_of_the_event_loop_leaves_no_standing_delay() -> None:
@@ -389,9 +391,10 @@ async def test_a_stall_of_the_event_loop_leaves_no_standing_delay() -> None:
                 time.sleep(0.3)  # noqa: ASYNC251 - blocking code on the event loop, on purpose
     finally:
         thread.join(5)
-    stall_end = got[15][0]
-    after = [when - written[level - 1] for when, level in got[16:] if when > stall_end + 0.1]
-    assert after and max(after) < 0.09, after
+    stall_end = got[15][0] + 0.3
+    after = sorted(when - written[level - 1] for when, level in got[16:] if when > stall_end)
+    # The median: a frame late on a busy machine is not a standing delay.
+    assert after and after[len(after) // 2] < 0.05, after
     assert source.samples_dropped >= 480 * 15  # at least 150 ms of the stale audio
 
 
