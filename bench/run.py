@@ -222,8 +222,9 @@ async def run_case(
         async with worker(client, config, grace) as running:
             if server is None:
                 return await running.wait_event("result", within)
+            deadline = time.monotonic() + within
             measured = await running.wait_event("measured", within)
-            result = await running.wait_event("result", within)
+            result = await running.wait_event("result", deadline - time.monotonic())
             end = float(measured["t"])
             result["devserver_cpu_pct"] = server.cpu.percent(end - float(measured["seconds"]), end)
             return result

@@ -162,9 +162,8 @@ class AggregationHeader:
 
 def split_elements(payload: bytes) -> tuple[AggregationHeader, list[bytes]]:
     """Aggregation header and OBU elements (or fragments) of one RTP payload."""
-    if len(payload) < 2:
-        raise MalformedPayloadError("AV1 payload shorter than 2 bytes")
-    return AggregationHeader.parse(payload[0]), _split_elements(payload)
+    elements = _split_elements(payload)  # checks the length first
+    return AggregationHeader.parse(payload[0]), elements
 
 
 _Buffer = TypeVar("_Buffer", bytes, memoryview)
