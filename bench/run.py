@@ -53,6 +53,11 @@ SCENARIOS = ("sendonly", "recvonly", "audio", "connect", "messaging", "scale", "
 #: (it also lets SVT-AV1's overshoot after its key frame pass, which makes the
 #: frame dropper drop frames for ~5 s at 720p).
 SENDONLY_WARMUP_S = 10.0
+#: scale's warm-up: a receiver whose decoding falls behind fills its queue for some seconds
+#: before it drops frames (measured: a 2 s warm-up let N = 50 "hold" at 26.8 frames decoded
+#: per s and connection, with none dropped yet, where the steady state drops and asks for
+#: key frames), so the window starts in the steady state.
+SCALE_WARMUP_S = 10.0
 #: sora_async workers' event loop (``--loop``), set once by main().
 EVENT_LOOP = ["asyncio"]
 
@@ -68,6 +73,7 @@ class Settings:
     warmup_s: float
     measure_s: float
     sendonly_warmup_s: float
+    scale_warmup_s: float
     connect_count: int
     scale_ns: tuple[int, ...]
     sender: str
@@ -575,15 +581,15 @@ async def scenario_scale(s: Settings, results: Results) -> None:
                             "signaling_url": url,
                             "channel_id": ch,
                             "n": n,
-                            "warmup_s": s.warmup_s,
+                            "warmup_s": s.scale_warmup_s,
                             "measure_s": s.measure_s,
                             "min_fps": 25,
-                            "hard_timeout_s": 2 * n + s.warmup_s + s.measure_s + 150,
+                            "hard_timeout_s": 2 * n + s.scale_warmup_s + s.measure_s + 150,
                         }
                         case = f"N={n} recvonly, VP8 320x240 + Opus"
                         result = await run_case(
                             results, "scale", case, client, config,
-                            2 * n + s.warmup_s + s.measure_s + 120, grace=60, server=server,
+                            2 * n + s.scale_warmup_s + s.measure_s + 120, grace=60, server=server,
                         )  # fmt: skip
                         if result is None:
                             held[client][n] = False
@@ -675,6 +681,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"warm-up of sendonly, s (default {SENDONLY_WARMUP_S:g}: the official client's ramp)",
     )
     parser.add_argument(
+        "--scale-warmup",
+        type=float,
+        help=f"warm-up of scale, s (default {SCALE_WARMUP_S:g}: to the steady state)",
+    )
+    parser.add_argument(
         "--codecs", default=",".join(CODECS), help="video codecs (default VP8,VP9,AV1)"
     )
     parser.add_argument(
@@ -710,6 +721,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         sendonly_warmup_s=(
             args.sendonly_warmup if args.sendonly_warmup is not None else SENDONLY_WARMUP_S
         ),
+        scale_warmup_s=(args.scale_warmup if args.scale_warmup is not None else SCALE_WARMUP_S),
         connect_count=20,
         scale_ns=tuple(int(x) for x in scale.split(",") if x.strip()),
         sender=args.sender,

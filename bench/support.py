@@ -261,6 +261,47 @@ def outbound_video(stats: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return {}
 
 
+#: A video ``inbound-rtp`` entry's counters that say why frames a connection received
+#: did not reach its consumer, and the per-connection rates they become.
+RECEIVE_COUNTERS = {
+    "framesDecoded": "decoded_fps",
+    "framesDropped": "dropped_fps",
+    "pliCount": "pli_per_s",
+    "keyFramesDecoded": "keyframes_per_s",
+}
+
+
+def inbound_video_totals(reports: Iterable[Iterable[dict[str, Any]]]) -> dict[str, float]:
+    """:data:`RECEIVE_COUNTERS` summed over every video ``inbound-rtp`` entry of every
+    connection's ``get_stats()``; a counter an entry lacks counts 0."""
+    totals = dict.fromkeys(RECEIVE_COUNTERS, 0.0)
+    for stats in reports:
+        for entry in stats:
+            if entry.get("type") != "inbound-rtp" or entry.get("kind") != "video":
+                continue
+            for key in RECEIVE_COUNTERS:
+                value = entry.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    totals[key] += value
+    return totals
+
+
+def receive_rates(
+    before: dict[str, float] | None,
+    after: dict[str, float] | None,
+    seconds: float,
+    connections: int,
+) -> dict[str, float | None]:
+    """Per connection and second between two :func:`inbound_video_totals` (None where a
+    snapshot is missing): frames decoded and dropped, PLIs sent, key frames decoded."""
+    if before is None or after is None or seconds <= 0 or connections <= 0:
+        return dict.fromkeys(RECEIVE_COUNTERS.values())
+    return {
+        name: (after[key] - before[key]) / seconds / connections
+        for key, name in RECEIVE_COUNTERS.items()
+    }
+
+
 def rate_between(
     before: dict[str, Any], after: dict[str, Any], key: str, seconds: float
 ) -> float | None:

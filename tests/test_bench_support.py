@@ -132,3 +132,36 @@ def test_cpu_trace_reads_the_window_between_samples() -> None:
     assert trace.percent(10.4, 11.6) == pytest.approx(30.0)  # samples at 10.5 .. 11.5
     assert trace.percent(9.0, 13.0) == pytest.approx(75.0)
     assert trace.percent(11.9, 13.0) is None  # one sample: no rate
+
+
+def test_receive_counters_sum_video_inbound_entries_and_become_per_connection_rates() -> None:
+    def video(decoded: int, dropped: int, plis: int, keys: int) -> dict[str, object]:
+        return {
+            "type": "inbound-rtp",
+            "kind": "video",
+            "framesDecoded": decoded,
+            "framesDropped": dropped,
+            "pliCount": plis,
+            "keyFramesDecoded": keys,
+        }
+
+    audio = {"type": "inbound-rtp", "kind": "audio", "framesDecoded": 999, "pliCount": 7}
+    other = {"type": "outbound-rtp", "kind": "video", "framesDecoded": 999}
+    # the official client's stats may lack a counter, or carry null (bare nan/inf)
+    partial = {"type": "inbound-rtp", "kind": "video", "framesDecoded": 10, "pliCount": None}
+    before = support.inbound_video_totals(
+        [[video(100, 5, 1, 2), audio, other], [video(200, 0, 0, 1)], [partial]]
+    )
+    assert before == {
+        "framesDecoded": 310.0,
+        "framesDropped": 5.0,
+        "pliCount": 1.0,
+        "keyFramesDecoded": 3.0,
+    }
+    after = support.inbound_video_totals([[video(160, 25, 3, 4)], [video(260, 0, 0, 1)], []])
+    rates = support.receive_rates(before, after, 2.0, 3)
+    expected = {"decoded_fps": 110, "dropped_fps": 20, "pli_per_s": 2, "keyframes_per_s": 2}
+    assert rates == pytest.approx({k: v / 6 for k, v in expected.items()})
+    missing = support.receive_rates(None, after, 2.0, 3)
+    assert missing == dict.fromkeys(support.RECEIVE_COUNTERS.values())
+    assert support.receive_rates(before, after, 0.0, 3) == missing

@@ -415,6 +415,16 @@ async def task_messaging(cfg: dict[str, Any], control: AsyncControl) -> dict[str
     return result
 
 
+async def receive_totals(conns: list[Connection]) -> dict[str, float] | None:
+    """The connections' summed video receive counters (None if stats did not come)."""
+    try:
+        reports = await asyncio.wait_for(asyncio.gather(*(c.get_stats() for c in conns)), 20)
+    except Exception as exc:
+        emit("warning", where="get_stats", message=repr(exc))
+        return None
+    return support.inbound_video_totals(reports)
+
+
 async def task_scale_recv(cfg: dict[str, Any], control: AsyncControl) -> dict[str, Any]:
     n = int(cfg["n"])
     counts = [0] * n
@@ -466,11 +476,15 @@ async def task_scale_recv(cfg: dict[str, Any], control: AsyncControl) -> dict[st
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in firsts)), 30)
         emit("ready", connected=len(conns))
         await control.sleep(float(cfg.get("warmup_s", 2.0)))
+        before = await receive_totals(conns)
+        stats_start = time.monotonic()
         window = support.CpuWindow()
         measuring = True
         await control.sleep(float(cfg["measure_s"]))
         measuring = False
         cpu, seconds = window.percent(), window.elapsed()
+        after = await receive_totals(conns)
+        rates = support.receive_rates(before, after, time.monotonic() - stats_start, len(conns))
         fps = [c / seconds for c in counts]
         min_fps = float(cfg.get("min_fps", 25))
         result = {
@@ -482,6 +496,7 @@ async def task_scale_recv(cfg: dict[str, Any], control: AsyncControl) -> dict[st
             "ok": sum(1 for f in fps if f >= min_fps),
             "holds": min(fps) >= min_fps,
             "seconds": seconds,
+            **rates,
         }
         emit("measured", **result)
         return result

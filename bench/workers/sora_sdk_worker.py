@@ -543,12 +543,18 @@ def task_scale_recv(cfg: dict[str, Any], control: Control) -> dict[str, Any]:
             event.wait(max(0.1, deadline - time.monotonic()))
         emit("ready", connected=len(clients))
         control.stop.wait(float(cfg.get("warmup_s", 2.0)))
+        before = receive_totals(clients)
+        stats_start = time.monotonic()
         window = support.CpuWindow()
         measuring.set()
         control.stop.wait(float(cfg["measure_s"]))
         measuring.clear()
         cpu, seconds = window.percent(), window.elapsed()
+        after = receive_totals(clients)
         result = scale_result(counts, seconds, cpu, float(cfg.get("min_fps", 25)))
+        result.update(
+            support.receive_rates(before, after, time.monotonic() - stats_start, len(clients))
+        )
         emit("measured", **result)
         _disconnect_all(clients)
         return result
@@ -557,6 +563,15 @@ def task_scale_recv(cfg: dict[str, Any], control: Control) -> dict[str, Any]:
         with lock:
             audio_sinks.clear()
             video_sinks.clear()
+
+
+def receive_totals(clients: list[Client]) -> dict[str, float] | None:
+    """The clients' summed video receive counters (None if stats did not come)."""
+    try:
+        return support.inbound_video_totals([c.stats() for c in clients])
+    except Exception as exc:
+        emit("warning", where="get_stats", message=repr(exc))
+        return None
 
 
 def scale_result(counts: list[int], seconds: float, cpu: float, min_fps: float) -> dict[str, Any]:
