@@ -13,7 +13,7 @@ import pytest
 from aiortc.rtp import RtcpRrPacket
 
 from sora_async.rtc.congestion import BandwidthEstimator, TransportCongestion, Usage
-from sora_async.rtc.pacer import PACING_FACTOR, Pacer
+from sora_async.rtc.pacer import BURST_INTERVAL, MAX_BURST_BYTES, PACING_FACTOR, Pacer
 from sora_async.rtc.twcc import (
     FeedbackRecorder,
     SendHistory,
@@ -176,15 +176,26 @@ def test_transport_congestion_signals_and_report_loss_defers_to_feedback() -> No
     assert congestion.pacer.rate == PACING_FACTOR * 500_000
 
 
-def test_pacer_spreads_a_frame() -> None:
+def test_pacer_sends_a_burst_interval_at_once_and_spreads_the_rest() -> None:
     pacer = Pacer()
     pacer.set_target(1_000_000)
-    delays = [pacer.reserve(1250, now=0.0) for _ in range(10)]
-    slot = 1250 * 8 / (PACING_FACTOR * 1_000_000)
-    assert delays == pytest.approx([i * slot for i in range(10)])
+    slot = 1250 * 8 / (PACING_FACTOR * 1_000_000)  # 4 ms per packet at 2.5 Mbit/s
+    assert pacer.burst_interval == BURST_INTERVAL == 0.040
+    delays = [pacer.reserve(1250, now=0.0) for _ in range(20)]
+    # slots 0-40 ms go at once (libwebrtc's 40 ms send burst interval), later ones
+    # wait until the budget is less than 40 ms behind
+    assert delays == pytest.approx([max(0.0, i * slot - BURST_INTERVAL) for i in range(20)])
+    assert delays[9] == 0.0 and delays[11] == pytest.approx(slot)
+    assert pacer.total_delay == pytest.approx(sum(delays))
+    # above 12.6 Mbit/s of pacing rate a burst is capped at 63 kB (kMaxBurstSize)
+    pacer.set_target(10_000_000)
+    assert pacer.burst_interval == pytest.approx(MAX_BURST_BYTES * 8 / 25_000_000)
     # a queue never grows beyond max_queue
     pacer = Pacer(10_000, max_queue=0.5)
-    assert max(pacer.reserve(1250, now=0.0) for _ in range(100)) == pytest.approx(0.5)
+    assert max(pacer.reserve(1250, now=0.0) for _ in range(100)) == pytest.approx(
+        0.5 - BURST_INTERVAL
+    )
+    assert Pacer().reserve(100_000, now=0.0) == 0.0  # not paced: rate 0
 
 
 def test_transport_congestion_receive_side_feeds_back_every_100_ms() -> None:
