@@ -20,7 +20,7 @@ from aiortc.mediastreams import MediaStreamError
 from sora_async import AudioSource
 from sora_async._media import Changed
 from sora_async.codecs import opus
-from sora_async.codecs.opus import OpusEncoder, libopus
+from sora_async.codecs.opus import OpusEncoder, default_bitrate, libopus
 
 pytestmark = pytest.mark.skipif(libopus() is None, reason="libopus cannot be loaded")
 
@@ -126,8 +126,8 @@ def test_settings_are_libwebrtcs_and_the_sdps() -> None:
     assert ctl(encoder, GET_COMPLEXITY) == 9  # libwebrtc's desktop default
     assert ctl(encoder, GET_BITRATE) == 48_000
     assert ctl(encoder, GET_INBAND_FEC) == 1
-    assert ctl(encoder, GET_PACKET_LOSS_PERC) == 10
-    assert ctl(encoder, GET_VBR) == 1 and ctl(encoder, GET_VBR_CONSTRAINT) == 0
+    assert ctl(encoder, GET_PACKET_LOSS_PERC) == 0  # libwebrtc's, until a loss is reported
+    assert ctl(encoder, GET_VBR) == 1 and ctl(encoder, GET_VBR_CONSTRAINT) == 1
     assert ctl(encoder, GET_DTX) == 0
     sdp = OpusEncoder(channels=1, fec=False, dtx=True, cbr=True, max_playback_rate=16000)
     sdp.encode(tone_frame(0))
@@ -291,3 +291,44 @@ async def test_a_real_time_producer_costs_recv_one_wait_per_frame(lead_chunks: i
     assert all(np.abs(f.to_ndarray()).max() == 1000 for f in frames)  # no silence
     # each wait is one wake-up; before, 2-3 per frame (a timer, then the write)
     assert counting.waits <= len(frames) + 1, counting.waits
+
+
+def clicks_and_silence(index: int) -> av.AudioFrame:
+    """The bench's audio: a 20 ms click once a second, digital silence otherwise."""
+    pcm = np.zeros(960, np.int16)
+    if index % 50 == 0:
+        pcm[:480] = (np.sin(2 * np.pi * 1000 * np.arange(480) / 48000) * 12000).astype(np.int16)
+    return mono_frame(pcm, index * 960)
+
+
+def test_fec_follows_the_reported_loss_as_libwebrtcs() -> None:
+    """The expected loss starts at 0 (no redundant copy in every packet) and follows
+    the receiver reports: smoothed over ~10 s, capped at 20 %, applied in place."""
+    encoder = OpusEncoder(channels=1)
+    quiet = [p for i in range(100) for p in encoder.encode(clicks_and_silence(i))]
+    assert ctl(encoder, GET_PACKET_LOSS_PERC) == 0 and ctl(encoder, GET_INBAND_FEC) == 1
+    state = encoder._state
+    encoder.set_packet_loss(0.10, now_ms=0.0)  # the first report is taken as it is
+    assert encoder.packet_loss == 10
+    lossy = [p for i in range(100, 200) for p in encoder.encode(clicks_and_silence(i))]
+    assert encoder._state == state and ctl(encoder, GET_PACKET_LOSS_PERC) == 10
+    # with an expected loss libopus adds the previous frame's redundant copy (LBRR)
+    assert sum(len(p.data) for p in lossy) > 2 * sum(len(p.data) for p in quiet)
+    # 10 s of clean reports (one a second) bring it back down, not at once
+    for second in range(1, 11):
+        encoder.set_packet_loss(0.0, now_ms=1000.0 * second)
+        if second == 1:
+            assert encoder.packet_loss == 9  # 0.9999 ** 1000 of 10 %
+    assert encoder.packet_loss == 4  # 10 % * 0.9999 ** 10000 = 3.7 %
+    encoder.set_packet_loss(0.9, now_ms=60_000.0)  # a long gap: the new value dominates
+    assert encoder.packet_loss == 20  # capped (kMaxPacketLossFraction)
+    encoder.encode(clicks_and_silence(200))
+    assert ctl(encoder, GET_PACKET_LOSS_PERC) == 20
+
+
+def test_default_bitrate_is_libwebrtcs() -> None:
+    assert default_bitrate() == 32_000
+    assert default_bitrate(2) == 64_000
+    assert default_bitrate(1, 16000) == 20_000
+    assert default_bitrate(2, 8000) == 24_000
+    assert default_bitrate(1, 24000) == 32_000

@@ -135,6 +135,25 @@ _OPUS_SET_VBR_CONSTRAINT = 4020
 _BANDWIDTHS = {4000: 1101, 6000: 1102, 8000: 1103, 12000: 1104, 20000: 1105}
 #: libwebrtc's ``audio_encoder_opus`` default complexity on desktop (5 on Android/iOS).
 DEFAULT_COMPLEXITY = 9
+#: libwebrtc ``kMaxPacketLossFraction``: the expected loss given to libopus is capped here.
+MAX_PACKET_LOSS_FRACTION = 0.2
+#: libwebrtc's packet-loss smoother (``kAlphaForPacketLossFractionSmoother``): an
+#: exponential filter whose weight decays by this factor per millisecond (~10 s).
+_LOSS_SMOOTHING_PER_MS = 0.9999
+
+
+def default_bitrate(channels: int = 1, max_playback_rate: int | None = None) -> int:
+    """libwebrtc's default Opus bit rate (``CalculateDefaultBitrate``): 32 kbit/s per
+    channel for fullband, 20 for wideband (``maxplaybackrate`` up to 16 kHz), 12 for
+    narrowband (up to 8 kHz)."""
+    per_channel = 32_000
+    if max_playback_rate is not None and max_playback_rate <= 8000:
+        per_channel = 12_000
+    elif max_playback_rate is not None and max_playback_rate <= 16000:
+        per_channel = 20_000
+    return per_channel * (2 if channels == 2 else 1)
+
+
 #: The largest Opus packet (RFC 6716 §3.2.1: 1275 bytes per frame, 3 frames of 20 ms at most
 #: in 60 ms, plus framing); libopus recommends 4000 bytes of output buffer.
 _MAX_PACKET = 4000
@@ -144,8 +163,13 @@ class OpusEncoder(Encoder):
     """libopus at 48 kHz, 20 ms packets; input of any format, rate and size.
 
     Options: ``application=voip`` (speech-tuned, libwebrtc's and aiortc's choice),
-    ``fec=1`` with an expected loss of ``packet_loss`` % (in-band FEC, which
-    receivers ask for with ``useinbandfec=1``), and ``dtx``. The SDP
+    ``fec=1`` (in-band FEC, which receivers ask for with ``useinbandfec=1``) with
+    an expected loss of ``packet_loss`` %, and ``dtx``. As in libwebrtc the
+    expected loss starts at 0 and follows what the receiver reports
+    (:meth:`set_packet_loss`): libopus spends bits and CPU on FEC only once
+    packets are lost. (aiortc's fixed 10 % made every packet carry a redundant
+    copy of the previous one: 20 against the official client's 4.3 kbit/s for the
+    bench's clicks and silence, and twice its encoding CPU.) The SDP
     parameters of RFC 7587 §6.1 map onto the rest: ``ptime`` → packet
     duration (10, 20, 40 or 60 ms), ``maxplaybackrate`` → the encoded audio
     bandwidth (``cutoff``), ``cbr=1`` → ``cbr=True``. ``complexity`` 0..10:
@@ -171,7 +195,7 @@ class OpusEncoder(Encoder):
         bitrate: int = 64_000,
         channels: int = 2,
         fec: bool = True,
-        packet_loss: int = 10,
+        packet_loss: int = 0,
         dtx: bool = False,
         ptime: int = 20,
         max_playback_rate: int | None = None,
@@ -188,6 +212,9 @@ class OpusEncoder(Encoder):
         self._samples_per_packet = SAMPLE_RATE * ptime // 1000
         self._fec = fec
         self._packet_loss = packet_loss
+        self._loss_applied = packet_loss
+        self._smoothed_loss: float | None = None
+        self._last_loss_ms = 0.0
         self._dtx = dtx
         self._cbr = cbr
         self._complexity = complexity
@@ -208,7 +235,8 @@ class OpusEncoder(Encoder):
             "fec": "1" if fec else "0",
             "packet_loss": str(packet_loss),
             "dtx": "1" if dtx else "0",
-            "vbr": "off" if cbr else "on",
+            # libopus's default, which libwebrtc keeps: constrained VBR
+            "vbr": "off" if cbr else "constrained",
         }
         if self._cutoff:
             self._options["cutoff"] = str(self._cutoff)
@@ -226,6 +254,26 @@ class OpusEncoder(Encoder):
         loop (a packet costs about as much as a codec-pool round trip would add)."""
         return self._lib is not None
 
+    @property
+    def packet_loss(self) -> int:
+        """The expected packet loss (%) libopus plans its in-band FEC for."""
+        return self._packet_loss
+
+    def set_packet_loss(self, fraction: float, now_ms: float) -> None:
+        """A receiver report's fraction lost (0..1) at ``now_ms``: smoothed over ~10 s
+        and capped at 20 % as libwebrtc's ``OnReceivedUplinkPacketLossFraction``
+        does; the libopus path applies it from the next packet on (PyAV's encoder
+        keeps the loss it was opened with)."""
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        if self._smoothed_loss is None:
+            self._smoothed_loss = fraction
+        else:
+            weight = _LOSS_SMOOTHING_PER_MS ** max(0.0, now_ms - self._last_loss_ms)
+            self._smoothed_loss = weight * self._smoothed_loss + (1 - weight) * fraction
+        self._last_loss_ms = now_ms
+        expected = min(self._smoothed_loss, MAX_PACKET_LOSS_FRACTION)
+        self._packet_loss = int(expected * 100 + 0.5)
+
     def encode(self, frame: av.frame.Frame, force_keyframe: bool = False) -> list[EncodedFrame]:
         if not isinstance(frame, av.AudioFrame):
             raise TypeError(f"Opus encoder takes av.AudioFrame, not {type(frame).__name__}")
@@ -239,6 +287,10 @@ class OpusEncoder(Encoder):
         state = self._state
         if state is None or self._target_bitrate != self._state_bitrate:
             state = self._open_libopus(state)
+        if self._packet_loss != self._loss_applied:
+            # Here, on the thread that encodes: libopus states are not thread-safe.
+            self._lib.set(state, _OPUS_SET_PACKET_LOSS_PERC, self._packet_loss)
+            self._loss_applied = self._packet_loss
         samples = self._samples_per_packet
         if frame.samples == samples and not len(self._pending) and self._as_is(frame):
             # The common case (AudioSource's 20 ms at 48 kHz): no copy before libopus.
@@ -314,8 +366,10 @@ class OpusEncoder(Encoder):
                 raise OpusEncodeError(f"Opus encoder: {lib.error(error.value)}")
             state = int(created)
             self._state = state
-            # The settings FFmpeg's libopusenc applies for the PyAV encoder's options
-            # (vbr "on" is unconstrained VBR), with libwebrtc's complexity.
+            # The settings FFmpeg's libopusenc applies for the PyAV encoder's options,
+            # with libwebrtc's complexity. VBR is constrained (libopus's default, which
+            # libwebrtc keeps): unconstrained, a 440 Hz tone took 47-53 kbit/s of a
+            # 32 kbit/s target, where the official client sends 32.4.
             settings = [
                 (_OPUS_SET_COMPLEXITY, self._complexity),
                 (_OPUS_SET_VBR, 0 if self._cbr else 1),
@@ -324,11 +378,12 @@ class OpusEncoder(Encoder):
                 (_OPUS_SET_DTX, 1 if self._dtx else 0),
             ]
             if not self._cbr:
-                settings.append((_OPUS_SET_VBR_CONSTRAINT, 0))
+                settings.append((_OPUS_SET_VBR_CONSTRAINT, 1))
             if self._cutoff:
                 settings.append((_OPUS_SET_MAX_BANDWIDTH, _BANDWIDTHS[self._cutoff]))
             for request, value in settings:
                 lib.set(state, request, value)
+            self._loss_applied = self._packet_loss
         lib.set(state, _OPUS_SET_BITRATE, self._target_bitrate)
         self._state_bitrate = self._target_bitrate
         return state

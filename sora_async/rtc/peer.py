@@ -106,8 +106,6 @@ REPORT_INTERVAL = 1.0
 #: reports "disconnected" after ~5 s and the JS SDK gives up 10 s later; aioice
 #: alone would take ~30 s (aiortc-notes.md A.8).
 LIVENESS_TIMEOUT = 8.0
-#: Opus bit rate when neither the connect message nor the offer gives one.
-DEFAULT_AUDIO_BITRATE = 64_000
 #: Layer order Sora's simulcast uses (r0 lowest) and libwebrtc's default scales.
 DEFAULT_SIMULCAST_SCALE = {"r0": 4.0, "r1": 2.0, "r2": 1.0}
 
@@ -540,14 +538,17 @@ class RtcPeer(AsyncIOEventEmitter):
 
             ptime = fmtp.get("ptime", "").strip()
             playback = fmtp.get("maxplaybackrate", "").strip()
+            max_playback_rate = int(playback) if playback.isdigit() else None
+            # RFC 7587 §6.1: stereo=1 says the receiver prefers stereo.
+            channels = 2 if flag("stereo") else 1
             return opus_codec.OpusEncoder(
-                bitrate=layer.max_bitrate or DEFAULT_AUDIO_BITRATE,
-                # RFC 7587 §6.1: stereo=1 says the receiver prefers stereo.
-                channels=2 if flag("stereo") else 1,
+                bitrate=layer.max_bitrate
+                or opus_codec.default_bitrate(channels, max_playback_rate),
+                channels=channels,
                 fec=flag("useinbandfec"),
                 dtx=flag("usedtx"),
                 ptime=int(ptime) if ptime in ("10", "20", "40", "60") else 20,
-                max_playback_rate=int(playback) if playback.isdigit() else None,
+                max_playback_rate=max_playback_rate,
                 cbr=flag("cbr"),
             )
         preference = self.options.video_codec_preference

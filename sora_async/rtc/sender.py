@@ -60,6 +60,7 @@ from aiortc.rtp import (
 from av.video.reformatter import VideoReformatter
 
 from ..codecs.base import EncodedFrame, Encoder, Packetizer
+from ..codecs.opus import default_bitrate as opus_default_bitrate
 from ..codecs.registry import create_packetizer
 from ..enums import DegradationPreference
 from ..frames import reformat_with
@@ -446,6 +447,9 @@ class SendLayer:
         remote.fraction_lost = report.fraction_lost / 256.0
         remote.jitter = report.jitter / self.sender.codec.clock_rate
         remote.timestamp = time.time() * 1000.0
+        set_packet_loss = getattr(self.encoder, "set_packet_loss", None)
+        if callable(set_packet_loss):  # Opus plans its in-band FEC for the reported loss
+            set_packet_loss(remote.fraction_lost, time.monotonic() * 1000.0)
         sent = self._sr_sent.get(report.lsr) if report.lsr else None
         if sent is not None:
             rtt = time.monotonic() - sent - report.dlsr / 65536.0
@@ -669,7 +673,7 @@ class RtpSender:
         if layer.params.max_bitrate:
             bitrate = layer.params.max_bitrate
         elif self.kind == "audio":
-            bitrate = self._max_bitrate or 64_000
+            bitrate = self._max_bitrate or self._default_audio_bitrate()
         elif self.simulcast:
             bitrate = default_max_bitrate(*layer.params.size_for(width or 640, height or 360))
         elif self._max_bitrate:
@@ -677,6 +681,15 @@ class RtpSender:
         else:
             bitrate = single_stream_max_bitrate(width, height)
         return min(bitrate, self._bitrate_cap) if self._bitrate_cap else bitrate
+
+    def _default_audio_bitrate(self) -> int:
+        """libwebrtc's default for the negotiated Opus (channels, ``maxplaybackrate``)."""
+        fmtp = self.codec.fmtp
+        playback = fmtp.get("maxplaybackrate", "").strip()
+        return opus_default_bitrate(
+            2 if fmtp.get("stereo", "0").strip() == "1" else 1,
+            int(playback) if playback.isdigit() else None,
+        )
 
     # --- media ----------------------------------------------------------------------
 
