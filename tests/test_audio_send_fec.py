@@ -14,10 +14,9 @@ from sora_async import AudioSource, Connection
 from sora_async.codecs.opus import OpusEncoder, libopus
 from sora_async.devserver import DevServer
 from tests.rtc_support import of_type, wait_stats
+from tests.test_codecs_opus_libopus import GET_PACKET_LOSS_PERC
 
 pytestmark = pytest.mark.skipif(libopus() is None, reason="libopus cannot be loaded")
-
-GET_PACKET_LOSS_PERC = 4015
 
 
 async def _tone(source: AudioSource) -> None:

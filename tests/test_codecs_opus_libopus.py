@@ -20,7 +20,7 @@ from aiortc.mediastreams import MediaStreamError
 from sora_async import AudioSource
 from sora_async._media import Changed
 from sora_async.codecs import opus
-from sora_async.codecs.opus import OpusEncoder, default_bitrate, libopus
+from sora_async.codecs.opus import OpusEncoder, default_bitrate, libopus, sdp_stream_format
 
 pytestmark = pytest.mark.skipif(libopus() is None, reason="libopus cannot be loaded")
 
@@ -332,3 +332,7 @@ def test_default_bitrate_is_libwebrtcs() -> None:
     assert default_bitrate(1, 16000) == 20_000
     assert default_bitrate(2, 8000) == 24_000
     assert default_bitrate(1, 24000) == 32_000
+    # what the sender reads them from (RFC 7587 §6.1)
+    assert sdp_stream_format({"minptime": "10", "useinbandfec": "1"}) == (1, None)
+    assert sdp_stream_format({"stereo": " 1", "maxplaybackrate": "16000"}) == (2, 16000)
+    assert default_bitrate(*sdp_stream_format({"stereo": "1", "maxplaybackrate": "8000"})) == 24_000

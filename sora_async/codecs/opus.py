@@ -142,6 +142,14 @@ MAX_PACKET_LOSS_FRACTION = 0.2
 _LOSS_SMOOTHING_PER_MS = 0.9999
 
 
+def sdp_stream_format(fmtp: Mapping[str, str]) -> tuple[int, int | None]:
+    """(channels, ``maxplaybackrate`` or None) an Opus ``a=fmtp`` asks a sender for
+    (RFC 7587 §6.1: ``stereo=1`` says the receiver prefers stereo)."""
+    playback = fmtp.get("maxplaybackrate", "").strip()
+    channels = 2 if fmtp.get("stereo", "0").strip() == "1" else 1
+    return channels, int(playback) if playback.isdigit() else None
+
+
 def default_bitrate(channels: int = 1, max_playback_rate: int | None = None) -> int:
     """libwebrtc's default Opus bit rate (``CalculateDefaultBitrate``): 32 kbit/s per
     channel for fullband, 20 for wideband (``maxplaybackrate`` up to 16 kHz), 12 for

@@ -537,13 +537,11 @@ class RtcPeer(AsyncIOEventEmitter):
                 return fmtp.get(name, "0").strip() == "1"
 
             ptime = fmtp.get("ptime", "").strip()
-            playback = fmtp.get("maxplaybackrate", "").strip()
-            max_playback_rate = int(playback) if playback.isdigit() else None
-            # RFC 7587 §6.1: stereo=1 says the receiver prefers stereo.
-            channels = 2 if flag("stereo") else 1
+            channels, max_playback_rate = opus_codec.sdp_stream_format(fmtp)
             return opus_codec.OpusEncoder(
-                bitrate=layer.max_bitrate
-                or opus_codec.default_bitrate(channels, max_playback_rate),
+                # the sender set it before asking for the encoder (its default:
+                # opus_codec.default_bitrate for this fmtp)
+                bitrate=layer.max_bitrate,
                 channels=channels,
                 fec=flag("useinbandfec"),
                 dtx=flag("usedtx"),

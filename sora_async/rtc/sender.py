@@ -61,6 +61,7 @@ from av.video.reformatter import VideoReformatter
 
 from ..codecs.base import EncodedFrame, Encoder, Packetizer
 from ..codecs.opus import default_bitrate as opus_default_bitrate
+from ..codecs.opus import sdp_stream_format as opus_sdp_stream_format
 from ..codecs.registry import create_packetizer
 from ..enums import DegradationPreference
 from ..frames import reformat_with
@@ -447,12 +448,13 @@ class SendLayer:
         remote.fraction_lost = report.fraction_lost / 256.0
         remote.jitter = report.jitter / self.sender.codec.clock_rate
         remote.timestamp = time.time() * 1000.0
+        now = time.monotonic()
         set_packet_loss = getattr(self.encoder, "set_packet_loss", None)
         if callable(set_packet_loss):  # Opus plans its in-band FEC for the reported loss
-            set_packet_loss(remote.fraction_lost, time.monotonic() * 1000.0)
+            set_packet_loss(remote.fraction_lost, now * 1000.0)
         sent = self._sr_sent.get(report.lsr) if report.lsr else None
         if sent is not None:
-            rtt = time.monotonic() - sent - report.dlsr / 65536.0
+            rtt = now - sent - report.dlsr / 65536.0
             if rtt >= 0:
                 remote.round_trip_time = rtt
                 remote.total_round_trip_time += rtt
@@ -673,7 +675,9 @@ class RtpSender:
         if layer.params.max_bitrate:
             bitrate = layer.params.max_bitrate
         elif self.kind == "audio":
-            bitrate = self._max_bitrate or self._default_audio_bitrate()
+            bitrate = self._max_bitrate or opus_default_bitrate(
+                *opus_sdp_stream_format(self.codec.fmtp)
+            )
         elif self.simulcast:
             bitrate = default_max_bitrate(*layer.params.size_for(width or 640, height or 360))
         elif self._max_bitrate:
@@ -681,15 +685,6 @@ class RtpSender:
         else:
             bitrate = single_stream_max_bitrate(width, height)
         return min(bitrate, self._bitrate_cap) if self._bitrate_cap else bitrate
-
-    def _default_audio_bitrate(self) -> int:
-        """libwebrtc's default for the negotiated Opus (channels, ``maxplaybackrate``)."""
-        fmtp = self.codec.fmtp
-        playback = fmtp.get("maxplaybackrate", "").strip()
-        return opus_default_bitrate(
-            2 if fmtp.get("stereo", "0").strip() == "1" else 1,
-            int(playback) if playback.isdigit() else None,
-        )
 
     # --- media ----------------------------------------------------------------------
 
