@@ -44,6 +44,14 @@ What is reached, and why:
   ``connect`` is replaced by a copy of aioice 0.13's that wakes on the result
   (``_check_periodic``, ``_check_list_state``, ``_early_checks``...; aioice is
   pinned ``>=0.13,<0.14`` and the seam test pins that method's source).
+- :func:`send_when_writable` / :func:`writable`: DTLS starts once a pair's
+  check succeeded, before the nomination, as libwebrtc's does (against an
+  ICE-lite remote aioice's regular nomination is a round trip more). The
+  instance's ``check_start`` is a copy of aioice 0.13's that notes the pair at
+  its check's success (``_nominating``, ``remote_is_lite``,
+  ``_Connection__log_info``), and ``sendto``/``recvfrom`` use that pair until
+  one is nominated (``_nominated``, ``_queue``); the seam test pins the three
+  methods' source.
 - :func:`gather` replaces ``RTCIceGatherer.gather``, for two reasons. aioice
   never offers 127.0.0.1, so a server or a test bound to loopback gathers host
   candidates on chosen addresses (``Connection.get_component_candidates``).
@@ -124,6 +132,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aioice.ice
+import aioice.stun
 import aiortc
 import pylibsrtp
 from aioice.candidate import candidate_foundation, candidate_priority
@@ -490,7 +499,7 @@ class RawDtlsTransport(RTCDtlsTransport):
             connection = self._ice_connection = getattr(self.transport, "_connection", None)
             if connection is None:
                 return None
-        pair = connection._nominated.get(1)
+        pair = connection._nominated.get(1) or _writable_pair(connection, 1)
         if pair is None:
             return None
         if pair is not self._sink_pair:
@@ -847,6 +856,131 @@ async def _connect_promptly(connection: aioice.ice.Connection) -> None:
     connection._query_consent_task = asyncio.create_task(connection.query_consent())
 
 
+def send_when_writable(ice: RTCIceTransport) -> None:
+    """Let data go out on a candidate pair once its check succeeded, before the
+    pair is nominated, and let :func:`writable` tell when that is.
+
+    aioice sends and receives only with a nominated pair (``Connection.sendto``
+    and ``recvfrom`` read ``_nominated``) and ``RTCIceTransport.start`` returns
+    only once a pair is nominated, so DTLS waited for the nomination. libwebrtc
+    starts DTLS when its transport becomes writable (a check succeeded) and
+    nominates alongside. Against an ICE-lite remote (Sora's kind of server)
+    aioice nominates regularly (RFC 8445 §8.1.1: a second check with
+    USE-CANDIDATE once the first succeeded, and only then is the pair
+    "succeeded"): a whole round trip more before the handshake could start. As
+    the controlled side the wait is for the remote's nominating check. Until a
+    pair is nominated, data goes on the first pair whose check succeeded; then on
+    the nominated one, as aioice does.
+
+    Replaces the instance's ``check_start`` (a copy of aioice 0.13's that notes
+    the pair at its check's success; the seam test pins aioice's source),
+    ``sendto`` and ``recvfrom``; :func:`release_ice` undoes them.
+    """
+    connection = ice._connection
+    connection.check_start = types.MethodType(_check_start_noting_writable, connection)  # type: ignore[method-assign]
+    connection.sendto = types.MethodType(_sendto_writable, connection)  # type: ignore[method-assign]
+    connection.recvfrom = types.MethodType(_recvfrom_writable, connection)  # type: ignore[method-assign]
+
+
+def writable(ice: RTCIceTransport) -> asyncio.Future[None]:
+    """A future done once a candidate pair of ``ice`` passed its connectivity check
+    (needs :func:`send_when_writable`)."""
+    connection = ice._connection
+    future: asyncio.Future[None] | None = connection.__dict__.get("_sora_writable")
+    if future is None:
+        future = asyncio.get_running_loop().create_future()
+        connection.__dict__["_sora_writable"] = future
+        if _writable_pair(connection, 1) is not None:
+            future.set_result(None)
+    return future
+
+
+def _writable_pair(connection: aioice.ice.Connection, component: int) -> Any:
+    pair = connection._nominated.get(component)
+    if pair is None:
+        return connection.__dict__.get("_sora_valid", {}).get(component)
+    return pair
+
+
+def _note_writable(connection: aioice.ice.Connection, pair: aioice.ice.CandidatePair) -> None:
+    connection.__dict__.setdefault("_sora_valid", {}).setdefault(pair.component, pair)
+    future = connection.__dict__.get("_sora_writable")
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+async def _check_start_noting_writable(
+    connection: aioice.ice.Connection, pair: aioice.ice.CandidatePair
+) -> None:
+    # aioice 0.13 ``Connection.check_start`` (tests/test_rtc_seam.py pins its source),
+    # plus _note_writable once the check succeeded, before a regular nomination.
+    State = aioice.ice.CandidatePair.State
+    log_info = connection._Connection__log_info  # type: ignore[attr-defined]
+    assert connection.remote_password is not None
+    connection.check_state(pair, State.IN_PROGRESS)
+    nominate = connection.ice_controlling and not connection.remote_is_lite
+    request = connection.build_request(pair, nominate=nominate)
+    try:
+        _response, addr = await pair.protocol.request(
+            request, pair.remote_addr, integrity_key=connection.remote_password.encode("utf8")
+        )
+    except aioice.stun.TransactionError as exc:
+        if exc.response and exc.response.error_code == 487:
+            if "ICE-CONTROLLING" in request.attributes:
+                connection.switch_role(ice_controlling=False)
+            elif "ICE-CONTROLLED" in request.attributes:
+                connection.switch_role(ice_controlling=True)
+            return await connection.check_start(pair)
+        connection.check_state(pair, State.FAILED)
+        connection.check_complete(pair)
+        return
+    if addr != pair.remote_addr:
+        log_info("Check %s failed : source address mismatch", pair)
+        connection.check_state(pair, State.FAILED)
+        connection.check_complete(pair)
+        return
+    _note_writable(connection, pair)
+    if nominate or pair.remote_nominated:
+        pair.nominated = True
+    elif connection.ice_controlling and pair.component not in connection._nominating:
+        log_info("Check %s nominating pair", pair)
+        connection._nominating.add(pair.component)
+        request = connection.build_request(pair, nominate=True)
+        try:
+            await pair.protocol.request(
+                request, pair.remote_addr, integrity_key=connection.remote_password.encode("utf8")
+            )
+        except aioice.stun.TransactionError:
+            log_info("Check %s failed : could not nominate pair", pair)
+            valid = connection.__dict__.get("_sora_valid", {})
+            if valid.get(pair.component) is pair:
+                del valid[pair.component]
+            connection.check_state(pair, State.FAILED)
+            connection.check_complete(pair)
+            return
+        pair.nominated = True
+    connection.check_state(pair, State.SUCCEEDED)
+    connection.check_complete(pair)
+
+
+async def _recvfrom_writable(connection: aioice.ice.Connection) -> tuple[bytes, int]:
+    # aioice 0.13 ``Connection.recvfrom``, from a valid pair before the nomination
+    if not connection._nominated and _writable_pair(connection, 1) is None:
+        raise ConnectionError("Cannot receive data, not connected")
+    result = await connection._queue.get()
+    if result is None:
+        raise ConnectionError("Connection lost while receiving data")
+    return result
+
+
+async def _sendto_writable(connection: aioice.ice.Connection, data: bytes, component: int) -> None:
+    # aioice 0.13 ``Connection.sendto``, on a valid pair before the nomination
+    pair = _writable_pair(connection, component)
+    if pair is None:
+        raise ConnectionError("Cannot send data, not connected")
+    await pair.protocol.send_data(data, pair.remote_addr)
+
+
 @dataclass(frozen=True)
 class TurnServer:
     """One TURN URL of the offer: ``turn:host:port?transport=udp|tcp`` or
@@ -1066,8 +1200,8 @@ def watch_ice_activity(
 
 
 def release_ice(ice: RTCIceTransport, watched: Sequence[Any] = ()) -> None:
-    """After ``ice.stop()``: undo :func:`connect_promptly` and
-    :func:`watch_ice_activity` (``watched``: what it returned) and drop the
+    """After ``ice.stop()``: undo :func:`connect_promptly`, :func:`send_when_writable`
+    and :func:`watch_ice_activity` (``watched``: what it returned) and drop the
     check list, so that a closed connection is freed by reference counting.
 
     Each of those is a reference cycle: the ``connect`` bound to its own
@@ -1079,7 +1213,8 @@ def release_ice(ice: RTCIceTransport, watched: Sequence[Any] = ()) -> None:
     next connection's set-up (measured with the ``connect`` benchmark).
     """
     connection = ice._connection
-    connection.__dict__.pop("connect", None)
+    for name in ("connect", "check_start", "sendto", "recvfrom", "_sora_writable", "_sora_valid"):
+        connection.__dict__.pop(name, None)
     for protocol in watched:
         protocol.__dict__.pop("datagram_received", None)
     connection._check_list.clear()

@@ -20,6 +20,7 @@ from typing import Any
 
 import aioice
 import aioice.ice
+import aioice.stun
 import aioice.turn
 import aiortc
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
@@ -386,6 +387,35 @@ def test_connect_promptly_copies_the_pinned_aioice_connect() -> None:
         assert callable(getattr(ice._connection, name)), name
 
 
+#: aioice 0.13's ``Connection.check_start``, ``sendto`` and ``recvfrom``, which
+#: ``seam.send_when_writable`` replaces with copies that also use a pair whose check
+#: succeeded before its nomination.
+AIOICE_WRITABLE_SHA256 = {
+    "check_start": "7de056d252f46a155c8b9c2061077360d2aa6b0dc0ca7f4f5a4fa2fec2417bca",
+    "sendto": "bf162ec03bdce2cc2b9602cd47a03aa70b15b45383da4d0618090e65179f7e85",
+    "recvfrom": "676acc01e4a9a9da04d94d86092a81ba17f1ef77bed0322c8302e3436310e863",
+}
+
+
+def test_send_when_writable_copies_the_pinned_aioice_methods() -> None:
+    import hashlib
+
+    for name, digest in AIOICE_WRITABLE_SHA256.items():
+        source = inspect.getsource(getattr(aioice.ice.Connection, name))
+        assert hashlib.sha256(source.encode()).hexdigest() == digest, (
+            f"aioice's Connection.{name} changed: compare it with seam.send_when_writable"
+        )
+    ice = RTCIceTransport(RTCIceGatherer(iceServers=[]))
+    seam.send_when_writable(ice)
+    connection = ice._connection
+    for name in ("_nominated", "_nominating", "_queue", "_check_list"):
+        assert hasattr(connection, name), name
+    assert connection.check_start.__func__ is seam._check_start_noting_writable
+    seam.release_ice(ice)
+    for name in ("check_start", "sendto", "recvfrom"):
+        assert name not in connection.__dict__, name
+
+
 class StateLog:
     """A transport's ``on_state`` calls, awaitable."""
 
@@ -432,6 +462,87 @@ async def test_ice_start_returns_on_the_result_not_after_the_check_pacing(
                 )
             await asyncio.gather(*(log.reached("connected") for log in logs))
         assert [side.ice.state for side in sides] == ["completed", "completed"]
+    finally:
+        async with asyncio.timeout(10):
+            for side in sides:
+                await side.stop()
+
+
+def _is_nominating_check(data: bytes) -> bool:
+    try:
+        message = aioice.stun.parse_message(data)
+    except ValueError:
+        return False
+    return message.message_class == aioice.stun.Class.REQUEST and (
+        "USE-CANDIDATE" in message.attributes
+    )
+
+
+async def test_dtls_starts_on_a_valid_pair_before_the_nomination() -> None:
+    """Against an ICE-lite remote the controlling side nominates regularly: a second
+    check with USE-CANDIDATE after the first one succeeded. DTLS does not wait for
+    it (libwebrtc starts DTLS once its transport is writable): with that nominating
+    check lost (aioice retransmits it 0.5 s later), both sides are connected while
+    the nomination is still pending, and ICE completes later on the same pair."""
+    logs = [StateLog(), StateLog()]
+    controlling, controlled = sides = [
+        BundleTransport(ice_addresses=["127.0.0.1"], on_state=log, ice_controlling=role)
+        for log, role in zip(logs, (True, False), strict=True)
+    ]
+    dropped: list[float] = []
+
+    def drop_first_nomination(data: bytes) -> bool:
+        if not dropped and _is_nominating_check(data):
+            dropped.append(time.monotonic())
+            return False
+        return True
+
+    controlled.set_receive_filter(drop_first_nomination)
+    completed = asyncio.Event()
+
+    @controlling.ice.on("statechange")
+    def _on_ice_state() -> None:
+        if controlling.ice.state == "completed":
+            completed.set()
+
+    try:
+        async with asyncio.timeout(10):
+            await asyncio.gather(*(side.gather() for side in sides))
+            lite = RTCIceParameters(
+                usernameFragment=controlled.local_ice.usernameFragment,
+                password=controlled.local_ice.password,
+                iceLite=True,
+            )
+            controlling.start(
+                lite,
+                RTCDtlsParameters(fingerprints=controlled.local_dtls.fingerprints),
+                controlled.local_candidates,
+                dtls_role="client",
+                sctp_port=None,
+                sctp_max_message_size=None,
+                candidates_complete=True,
+            )
+            controlled.start(
+                controlling.local_ice,
+                RTCDtlsParameters(fingerprints=controlling.local_dtls.fingerprints),
+                controlling.local_candidates,
+                dtls_role="server",
+                sctp_port=None,
+                sctp_max_message_size=None,
+                candidates_complete=True,
+            )
+            await asyncio.gather(*(log.reached("connected") for log in logs))
+            connected_at = time.monotonic()
+            assert dropped, "the nominating check was never sent"
+            assert [side.ice.state for side in sides] == ["checking", "checking"]
+            assert seam.nominated_pair(controlling.ice) is None
+            assert [side.dtls.state for side in sides] == ["connected", "connected"]
+            await completed.wait()
+        assert time.monotonic() - dropped[0] >= 0.4  # completed by the retransmission
+        assert connected_at < dropped[0] + 0.4
+        pair = seam.nominated_pair(controlling.ice)
+        assert pair is not None and pair.remote["port"] == controlled.local_candidates[0].port
+        assert [log.states for log in logs] == [["connecting", "connected"]] * 2
     finally:
         async with asyncio.timeout(10):
             for side in sides:

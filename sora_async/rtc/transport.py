@@ -182,6 +182,7 @@ class BundleTransport:
         self.ice = RTCIceTransport(self.gatherer)
         seam.set_ice_controlling(self.ice, ice_controlling)
         seam.connect_promptly(self.ice)
+        seam.send_when_writable(self.ice)
         self.dtls = RawDtlsTransport(self.ice, [self._certificate])
         self.sctp: RTCSctpTransport | None = None
         self._started = False
@@ -314,25 +315,44 @@ class BundleTransport:
         sctp_max_message_size: int | None,
         candidates_complete: bool,
     ) -> None:
+        ice_start: asyncio.Future[None] | None = None
+        dtls_start: asyncio.Future[None] | None = None
         try:
             for candidate in remote_candidates:
                 await self.add_remote_candidate(candidate)
             if candidates_complete:
                 await self.ice.addRemoteCandidate(None)
-            await self.ice.start(remote_ice)
-            if self.ice.state != "completed":
+            ice_start = asyncio.ensure_future(self.ice.start(remote_ice))
+            # DTLS starts once a pair passed its check, as libwebrtc's does when its
+            # transport becomes writable; the nomination completes alongside (a round
+            # trip more against an ICE-lite server: seam.send_when_writable).
+            writable = seam.writable(self.ice)
+            await asyncio.wait((ice_start, writable), return_when=asyncio.FIRST_COMPLETED)
+            if ice_start.done() and self.ice.state != "completed":
                 self._set_state("failed")
                 return
             self.dtls.set_role(dtls_role)
-            await self.dtls.start(remote_dtls)
+            dtls_start = asyncio.ensure_future(self.dtls.start(remote_dtls))
+            await asyncio.wait((ice_start, dtls_start), return_when=asyncio.FIRST_COMPLETED)
+            if ice_start.done() and self.ice.state != "completed":
+                self._set_state("failed")  # the handshake cannot finish without ICE
+                return
+            await dtls_start
             if self.sctp is not None and sctp_port is not None:
                 caps = RTCSctpCapabilities(maxMessageSize=sctp_max_message_size or 65536)
                 await self.sctp.start(caps, sctp_port)
+            await ice_start
+            if self.ice.state != "completed":
+                self._set_state("failed")
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # DTLS handshake failure, ICE failure, ...
             logger.info("transport failed: %r", exc)
             self._set_state("failed")
+        finally:
+            for task in (dtls_start, ice_start):
+                if task is not None and not task.done():
+                    task.cancel()
 
     async def add_remote_candidate(self, candidate: RTCIceCandidate) -> None:
         """Add a remote candidate (offer, answer or trickled); unusable ones are skipped."""
