@@ -475,7 +475,8 @@ class TransportCongestion:
         budget and reserve the packet's pacer slot. Returns the seconds to wait
         before sending it (0.0: now, within the burst); the caller sends it now or
         leaves it to a :class:`~.pacer.PacedQueue`."""
-        self._padding_budget -= size  # media fills the padding budget first
+        if self.padding_bitrate > 0:  # media fills the padding budget first
+            self._padding_budget -= size
         delay = self.pacer.reserve(size)
         return delay if delay > BURST_WINDOW else 0.0
 

@@ -91,15 +91,21 @@ from .transport import BundleTransport, parse_candidate, select_ice_servers
 
 logger = logging.getLogger("sora_async.rtc")
 
-#: How often receivers repeat NACKs / key-frame requests, and how often RTCP reports go out.
+#: How often the RTCP work of a connection that receives video runs: its receivers
+#: repeat NACKs and key-frame requests, and transport-cc feedback goes out once
+#: ``TransportCongestion.FEEDBACK_INTERVAL`` (100 ms) passed.
 TICK_INTERVAL = 0.05
+#: The same for a connection that receives audio only (without NACK): nothing to
+#: repeat, and transport-cc feedback every 250 ms, libwebrtc's interval at Opus rates
+#: (``RemoteEstimatorProxy``: 5 % of the received rate, within 50-250 ms).
+AUDIO_TICK_INTERVAL = 0.25
+#: The same for a connection that only sends: its periodic work is the sender
+#: reports (:data:`REPORT_INTERVAL`) and the liveness check; feedback and receiver
+#: reports apply the estimate as they arrive.
+SEND_TICK_INTERVAL = 0.25
 #: Padding is sent in bursts this often, in packets of at least this many bytes.
 PADDING_INTERVAL = 0.02
 PADDING_MIN_BYTES = 100
-#: How often a connection without senders checks whether it has one now.
-PADDING_IDLE_INTERVAL = 0.5
-#: How often a sender with no padding to send (no simulcast layer off) checks again.
-PADDING_OFF_INTERVAL = 0.1
 REPORT_INTERVAL = 1.0
 #: Silence on the transport (not even an ICE consent check; both sides send one
 #: every 4-6 s, RFC 7675) after which the session counts as failed. libwebrtc
@@ -203,6 +209,7 @@ class RtcPeer(AsyncIOEventEmitter):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rtcp_task: asyncio.Task[None] | None = None
         self._padding_task: asyncio.Task[None] | None = None
+        self._padding_wanted = asyncio.Event()
         self._closed = False
         self._negotiating = asyncio.Lock()
         #: transport-cc / REMB estimation, pacing (issue 6; :mod:`.congestion`)
@@ -858,10 +865,23 @@ class RtcPeer(AsyncIOEventEmitter):
             for sender in targets.values():
                 await sender.handle_rtcp(packet)
 
+    def _tick_interval(self) -> float:
+        """How long the RTCP loop sleeps: a timer wake-up costs a pass of the event
+        loop (and, on an idle loop, a thread wake-up), so only a connection that
+        receives video (or audio with NACK) ticks at :data:`TICK_INTERVAL`. A receiver
+        added by a re-offer gets that rate from the next tick on."""
+        receivers = self.receivers
+        if not receivers:
+            return SEND_TICK_INTERVAL
+        for receiver in receivers:
+            if receiver.kind == "video" or receiver.nack_negotiated:
+                return TICK_INTERVAL
+        return AUDIO_TICK_INTERVAL
+
     async def _rtcp_loop(self) -> None:
         last_report = time.monotonic()
         while True:
-            await asyncio.sleep(TICK_INTERVAL)
+            await asyncio.sleep(self._tick_interval())
             if self.connection_state != "connected":
                 continue
             now = time.monotonic()
@@ -886,15 +906,13 @@ class RtcPeer(AsyncIOEventEmitter):
         padding rate (simulcast with a layer off: see ``TransportCongestion.padding_due``)."""
         congestion = self.congestion
         while not self._closed:
-            if not any(sender.kind == "video" for sender in self.senders):
-                # recvonly or audio only: nothing to pad (padding is video RTX). Checked
-                # twice a second rather than 50 times (a timer per connection every
-                # 20 ms is 5000 loop wake-ups/s at 100).
-                await asyncio.sleep(PADDING_IDLE_INTERVAL)
+            if congestion.padding_bitrate <= 0:
+                # Nothing to pad (the usual case: no simulcast layer off, or no video
+                # sender): no timer until _apply_estimate sets a padding rate.
+                self._padding_wanted.clear()
+                await self._padding_wanted.wait()
                 continue
-            # Nothing to pad (the usual case) is checked 10 times a second, not 50.
-            off = congestion.padding_bitrate <= 0
-            await asyncio.sleep(PADDING_OFF_INTERVAL if off else PADDING_INTERVAL)
+            await asyncio.sleep(PADDING_INTERVAL)
             due = congestion.padding_due()
             if self.connection_state != "connected":
                 continue
@@ -943,6 +961,8 @@ class RtcPeer(AsyncIOEventEmitter):
             for s in video
             if s.simulcast
         )
+        if self.congestion.padding_bitrate > 0:
+            self._padding_wanted.set()
         estimate = self.congestion.estimate
         if estimate is None or not video:
             return

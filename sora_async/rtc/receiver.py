@@ -684,6 +684,12 @@ class RtpReceiver:
     def accepts_payload_type(self, payload_type: int) -> bool:
         return payload_type in self._codecs or payload_type in self._rtx
 
+    @property
+    def nack_negotiated(self) -> bool:
+        """A codec of the m-section has NACK feedback (``a=rtcp-fb:... nack``): then
+        :meth:`tick` repeats NACKs and wants the short tick."""
+        return any(codec.nack for codec in self._codecs.values())
+
     # --- RTP -----------------------------------------------------------------------
 
     async def handle_rtp(self, packet: RtpPacket, size: int, arrival_ms: int) -> None:
