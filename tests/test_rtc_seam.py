@@ -416,6 +416,22 @@ def test_send_when_writable_copies_the_pinned_aioice_methods() -> None:
         assert name not in connection.__dict__, name
 
 
+def start_against(
+    side: BundleTransport, other: BundleTransport, role: str, ice: RTCIceParameters | None = None
+) -> None:
+    """``side.start`` with ``other``'s ICE (or ``ice``), DTLS fingerprints and candidates,
+    without SCTP."""
+    side.start(
+        ice or other.local_ice,
+        RTCDtlsParameters(fingerprints=other.local_dtls.fingerprints),
+        other.local_candidates,
+        dtls_role=role,
+        sctp_port=None,
+        sctp_max_message_size=None,
+        candidates_complete=True,
+    )
+
+
 class StateLog:
     """A transport's ``on_state`` calls, awaitable."""
 
@@ -451,15 +467,7 @@ async def test_ice_start_returns_on_the_result_not_after_the_check_pacing(
         async with asyncio.timeout(10):
             await asyncio.gather(*(side.gather() for side in sides))
             for side, other, role in ((*sides, "server"), (*sides[::-1], "client")):
-                side.start(
-                    other.local_ice,
-                    RTCDtlsParameters(fingerprints=other.local_dtls.fingerprints),
-                    other.local_candidates,
-                    dtls_role=role,
-                    sctp_port=None,
-                    sctp_max_message_size=None,
-                    candidates_complete=True,
-                )
+                start_against(side, other, role)
             await asyncio.gather(*(log.reached("connected") for log in logs))
         assert [side.ice.state for side in sides] == ["completed", "completed"]
     finally:
@@ -513,24 +521,8 @@ async def test_dtls_starts_on_a_valid_pair_before_the_nomination() -> None:
                 password=controlled.local_ice.password,
                 iceLite=True,
             )
-            controlling.start(
-                lite,
-                RTCDtlsParameters(fingerprints=controlled.local_dtls.fingerprints),
-                controlled.local_candidates,
-                dtls_role="client",
-                sctp_port=None,
-                sctp_max_message_size=None,
-                candidates_complete=True,
-            )
-            controlled.start(
-                controlling.local_ice,
-                RTCDtlsParameters(fingerprints=controlling.local_dtls.fingerprints),
-                controlling.local_candidates,
-                dtls_role="server",
-                sctp_port=None,
-                sctp_max_message_size=None,
-                candidates_complete=True,
-            )
+            start_against(controlling, controlled, "client", ice=lite)
+            start_against(controlled, controlling, "server")
             await asyncio.gather(*(log.reached("connected") for log in logs))
             connected_at = time.monotonic()
             assert dropped, "the nominating check was never sent"
