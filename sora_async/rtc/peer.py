@@ -508,9 +508,11 @@ class RtcPeer(AsyncIOEventEmitter):
                 transform=transform,
             )
             sender.set_degradation_preference(self.options.degradation_preference)
+            sender.on_limits_changed = self._apply_estimate
             transceiver.sender = sender
             if self.connection_state == "connected":
                 sender.start()
+                self._apply_estimate()  # the pacer and the split know the new sender now
         else:
             sender.update(codec, extensions, encodings)
         result.send_streams = [SendStream(layer.ssrc, layer.rtx_ssrc) for layer in sender.layers]
@@ -584,6 +586,7 @@ class RtcPeer(AsyncIOEventEmitter):
             return asyncio.sleep(0)
         for ssrc in sender.ssrcs:
             self._sender_ssrcs.pop(ssrc, None)
+        sender.on_limits_changed = None  # a reference cycle with this peer otherwise
         return sender.stop()
 
     # --- receivers -------------------------------------------------------------------------------
@@ -736,6 +739,9 @@ class RtcPeer(AsyncIOEventEmitter):
         if state == "connected":
             for sender in self.senders:
                 sender.start()
+            # The pacer's rate and the senders' shares from the first packet on, not
+            # from the first tick or RTCP packet.
+            self._apply_estimate()
         self._set_state(state)
 
     def _set_state(self, state: str) -> None:

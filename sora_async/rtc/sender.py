@@ -557,6 +557,9 @@ class RtpSender:
         self._started = False
         self._stopped = False
         self._remb: int | None = None
+        #: Called when the layers' maximum bit rates changed (the source's size became
+        #: known): the peer re-splits the transport's estimate and re-paces.
+        self.on_limits_changed: Callable[[], None] | None = None
         # media-source stats
         self.source_frames = 0
         self.source_width = 0
@@ -735,6 +738,8 @@ class RtpSender:
                 for layer in self.layers:
                     layer.max_bitrate = self._layer_max_bitrate(layer, item.width, item.height)
                 self._apply_bitrates()
+                if self.on_limits_changed is not None:
+                    self.on_limits_changed()
         elif isinstance(item, av.AudioFrame):
             level = audio_level(item)
             linear = 10 ** (-level / 20)
