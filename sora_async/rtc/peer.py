@@ -395,6 +395,9 @@ class RtcPeer(AsyncIOEventEmitter):
                 logger.warning("rejecting m-section %s (%s)", section.mid, result.reason)
         self._configure_extensions(negotiated)
         self._rebuild_ssrc_tables()
+        # The senders (new, updated or retired) set the pacer's rate and their shares
+        # now, before their first packet, not at the next tick or RTCP packet.
+        self._apply_estimate()
         assert self.transport is not None
         setup, _ = answer_setup(self._transport_setup(offer))
         ice = self.transport.local_ice
@@ -512,7 +515,6 @@ class RtcPeer(AsyncIOEventEmitter):
             transceiver.sender = sender
             if self.connection_state == "connected":
                 sender.start()
-                self._apply_estimate()  # the pacer and the split know the new sender now
         else:
             sender.update(codec, extensions, encodings)
         result.send_streams = [SendStream(layer.ssrc, layer.rtx_ssrc) for layer in sender.layers]
@@ -739,9 +741,6 @@ class RtcPeer(AsyncIOEventEmitter):
         if state == "connected":
             for sender in self.senders:
                 sender.start()
-            # The pacer's rate and the senders' shares from the first packet on, not
-            # from the first tick or RTCP packet.
-            self._apply_estimate()
         self._set_state(state)
 
     def _set_state(self, state: str) -> None:
