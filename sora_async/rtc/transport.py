@@ -328,22 +328,19 @@ class BundleTransport:
             # trip more against an ICE-lite server: seam.send_when_writable).
             writable = seam.writable(self.ice)
             await asyncio.wait((ice_start, writable), return_when=asyncio.FIRST_COMPLETED)
-            if ice_start.done() and self.ice.state != "completed":
-                self._set_state("failed")
+            if self._ice_failed(ice_start):
                 return
             self.dtls.set_role(dtls_role)
             dtls_start = asyncio.ensure_future(self.dtls.start(remote_dtls))
             await asyncio.wait((ice_start, dtls_start), return_when=asyncio.FIRST_COMPLETED)
-            if ice_start.done() and self.ice.state != "completed":
-                self._set_state("failed")  # the handshake cannot finish without ICE
+            if self._ice_failed(ice_start):  # the handshake cannot finish without ICE
                 return
             await dtls_start
             if self.sctp is not None and sctp_port is not None:
                 caps = RTCSctpCapabilities(maxMessageSize=sctp_max_message_size or 65536)
                 await self.sctp.start(caps, sctp_port)
             await ice_start
-            if self.ice.state != "completed":
-                self._set_state("failed")
+            self._ice_failed(ice_start)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # DTLS handshake failure, ICE failure, ...
@@ -353,6 +350,13 @@ class BundleTransport:
             for task in (dtls_start, ice_start):
                 if task is not None and not task.done():
                     task.cancel()
+
+    def _ice_failed(self, ice_start: asyncio.Future[None]) -> bool:
+        """``ice.start`` ended without a nominated pair: the transport failed."""
+        if ice_start.done() and self.ice.state != "completed":
+            self._set_state("failed")
+            return True
+        return False
 
     async def add_remote_candidate(self, candidate: RTCIceCandidate) -> None:
         """Add a remote candidate (offer, answer or trickled); unusable ones are skipped."""
