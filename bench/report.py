@@ -72,6 +72,7 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric("rss_mb", "RSS MB", "{:.0f}"),
         Metric("min_fps", "slowest connection fps"),
         Metric("ok", "connections ≥ 25 fps", "{:.0f}"),
+        Metric("received_fps", "frames received per s (per connection)"),
         Metric("decoded_fps", "frames decoded per s (per connection)"),
         Metric("dropped_fps", "frames dropped per s (per connection)", "{:.2f}"),
         Metric("pli_per_s", "PLIs sent per s (per connection)", "{:.2f}"),

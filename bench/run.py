@@ -572,6 +572,13 @@ async def scenario_scale(s: Settings, results: Results) -> None:
         try:
             async with worker(s.sender, sender) as sending:
                 await sending.wait_event("ready", 60)
+                # The sender's own ramp first (as in sendonly): the official sender starts
+                # low and, with MAINTAIN_RESOLUTION, drops frames until its estimate grows;
+                # without this wait the first repetition measured that ramp (8.6 frames
+                # decoded per s and connection for sora_sdk, 10.5 for sora_async, against
+                # 30.3 and 22.5 in the second).
+                log(f"  scale: sender warm-up {s.sendonly_warmup_s:.0f} s")
+                await asyncio.sleep(s.sendonly_warmup_s)
                 for n in s.scale_ns:
                     for rep, client in alternate(s.reps):
                         if client in failed:

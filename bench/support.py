@@ -264,6 +264,7 @@ def outbound_video(stats: Iterable[dict[str, Any]]) -> dict[str, Any]:
 #: A video ``inbound-rtp`` entry's counters that say why frames a connection received
 #: did not reach its consumer, and the per-connection rates they become.
 RECEIVE_COUNTERS = {
+    "framesReceived": "received_fps",
     "framesDecoded": "decoded_fps",
     "framesDropped": "dropped_fps",
     "pliCount": "pli_per_s",
@@ -293,7 +294,8 @@ def receive_rates(
     connections: int,
 ) -> dict[str, float | None]:
     """Per connection and second between two :func:`inbound_video_totals` (None where a
-    snapshot is missing): frames decoded and dropped, PLIs sent, key frames decoded."""
+    snapshot is missing): frames received (assembled from RTP), decoded and dropped, PLIs
+    sent, key frames decoded."""
     if before is None or after is None or seconds <= 0 or connections <= 0:
         return dict.fromkeys(RECEIVE_COUNTERS.values())
     return {

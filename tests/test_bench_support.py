@@ -139,6 +139,7 @@ def test_receive_counters_sum_video_inbound_entries_and_become_per_connection_ra
         return {
             "type": "inbound-rtp",
             "kind": "video",
+            "framesReceived": decoded + dropped,
             "framesDecoded": decoded,
             "framesDropped": dropped,
             "pliCount": plis,
@@ -153,6 +154,7 @@ def test_receive_counters_sum_video_inbound_entries_and_become_per_connection_ra
         [[video(100, 5, 1, 2), audio, other], [video(200, 0, 0, 1)], [partial]]
     )
     assert before == {
+        "framesReceived": 305.0,
         "framesDecoded": 310.0,
         "framesDropped": 5.0,
         "pliCount": 1.0,
@@ -160,7 +162,13 @@ def test_receive_counters_sum_video_inbound_entries_and_become_per_connection_ra
     }
     after = support.inbound_video_totals([[video(160, 25, 3, 4)], [video(260, 0, 0, 1)], []])
     rates = support.receive_rates(before, after, 2.0, 3)
-    expected = {"decoded_fps": 110, "dropped_fps": 20, "pli_per_s": 2, "keyframes_per_s": 2}
+    expected = {
+        "received_fps": 140,
+        "decoded_fps": 110,
+        "dropped_fps": 20,
+        "pli_per_s": 2,
+        "keyframes_per_s": 2,
+    }
     assert rates == pytest.approx({k: v / 6 for k, v in expected.items()})
     missing = support.receive_rates(None, after, 2.0, 3)
     assert missing == dict.fromkeys(support.RECEIVE_COUNTERS.values())

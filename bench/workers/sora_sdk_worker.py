@@ -245,6 +245,9 @@ def send_result(
         "height": after.get("frameHeight"),
         "encoder": after.get("encoderImplementation"),
         "seconds": seconds,
+        # libwebrtc lowers the frame rate (MAINTAIN_RESOLUTION) on "cpu" or "bandwidth"
+        "quality_limitation": after.get("qualityLimitationReason"),
+        "quality_limitation_s": after.get("qualityLimitationDurations"),
     }
 
 
