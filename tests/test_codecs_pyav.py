@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import av
 import pytest
 from av.video.frame import PictureType
@@ -15,6 +17,7 @@ from sora_async.codecs import (
     create_encoder,
 )
 from sora_async.codecs.pattern import audio_frame, video_frame
+from sora_async.codecs.pyav import PyAVVideoDecoder, decoder_threads
 from sora_async.hwaccel import backends_for
 
 VIDEO_CODECS = ["VP8", "VP9", "AV1", "H264", "H265"]
@@ -45,6 +48,68 @@ def test_decoders_add_no_frame_delay(codec: str) -> None:
         decoded = decoder.decode(encoded)
         assert len(decoded) == 1 and decoded[0].pts == encoded.timestamp
     encoder.close()
+
+
+def test_decoder_threads_are_libwebrtcs() -> None:
+    assert [decoder_threads("libdav1d", 640, 480, cpus=n) for n in (1, 2, 16)] == [2, 2, 16]
+    sizes = [(320, 180), (640, 480), (1280, 720), (1920, 1080), (3840, 2160)]
+    assert [decoder_threads("vp9", w, h, cpus=8) for w, h in sizes] == [1, 1, 2, 4, 8]
+    assert decoder_threads("vp9", 3840, 2160, cpus=2) == 2
+    for name in ("vp8", "libvpx", "h264", "hevc", "libaom-av1"):
+        assert decoder_threads(name, 3840, 2160, cpus=16) == 1
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+@pytest.mark.parametrize("codec", ["VP8", "VP9", "H264", "H265"])
+def test_single_threaded_decoders_start_no_threads(codec: str) -> None:
+    # FFmpeg's default (thread_count 0) starts up to a thread per core for every
+    # decoder: 100 idle threads for 50 receiving connections on two cores.
+    encoder = create_encoder(codec, settings=EncoderSettings(bitrate=300_000))
+    encoded = [encoder.encode(video_frame(320, 240, i))[0] for i in range(4)]
+    encoder.close()
+    before = _threads()
+    decoders = [create_decoder(codec) for _ in range(3)]
+    for decoder in decoders:
+        assert isinstance(decoder, PyAVVideoDecoder)
+        for frame in encoded:
+            [picture] = decoder.decode(frame)
+            assert (picture.width, picture.height) == (320, 240)
+        assert decoder._ctx.thread_count == 1
+    assert _threads() == before
+
+
+def test_dav1d_decodes_on_libwebrtcs_thread_count() -> None:
+    encoder = create_encoder("AV1", settings=EncoderSettings(bitrate=300_000))
+    [encoded] = encoder.encode(video_frame(320, 240, 0))
+    encoder.close()
+    decoder = create_decoder("AV1")
+    assert isinstance(decoder, PyAVVideoDecoder)
+    [picture] = decoder.decode(encoded)
+    assert (picture.width, picture.height) == (320, 240)
+    if decoder.backend.pyav_name == "libdav1d":
+        assert decoder._ctx.thread_count == max(2, os.cpu_count() or 1)
+
+
+def test_a_vp9_key_frame_of_another_size_re_opens_the_decoder_with_its_threads() -> None:
+    encoder = create_encoder("VP9", settings=EncoderSettings(bitrate=1_000_000))
+    sizes = [(1280, 720), (1280, 720), (640, 480), (640, 480), (1280, 720)]
+    encoded = [encoder.encode(video_frame(w, h, i))[0] for i, (w, h) in enumerate(sizes)]
+    encoder.close()
+    assert [f.is_keyframe for f in encoded] == [True, False, True, False, True]
+    decoder = create_decoder("VP9")
+    assert isinstance(decoder, PyAVVideoDecoder)
+    assert decoder._ctx.thread_count == 1  # before a key frame: libwebrtc's 320x180
+    threads = []
+    for frame, size in zip(encoded, sizes, strict=True):
+        [picture] = decoder.decode(frame)
+        assert (picture.width, picture.height) == size
+        threads.append(decoder._ctx.thread_count)
+    wide = min(2, os.cpu_count() or 1)
+    assert threads == [wide, wide, 1, 1, wide]
 
 
 def test_the_callers_frame_is_left_as_it_was() -> None:

@@ -46,7 +46,7 @@ from bench import support
 from sora_async.codecs import registry  # noqa: F401 - registers the configurators
 from sora_async.codecs.pyav import (
     EncoderSettings,
-    PyAVVideoDecoder,
+    open_decoder_context,
     open_encoder_context,
 )
 from sora_async.frames import reformat_with
@@ -63,14 +63,10 @@ def open_encoder(codec: str, width: int, height: int, bitrate: int, fps: int) ->
     return ctx
 
 
-def open_decoder(codec: str) -> Any:
+def open_decoder(codec: str, width: int, height: int) -> Any:
+    """The decoder sora_async opens for this codec and size (options and threads)."""
     backend = backends_for("INTERNAL", codec, "decoder")[0]
-    ctx = av.CodecContext.create(backend.pyav_name, "r")
-    options = PyAVVideoDecoder.DECODER_OPTIONS.get(backend.pyav_name)
-    if options:
-        ctx.options = dict(options)
-    ctx.open()
-    return ctx
+    return open_decoder_context(backend, width, height)
 
 
 def pacer(fps: float) -> Callable[[], None]:
@@ -116,7 +112,7 @@ def codec_floor(cfg: dict[str, Any]) -> dict[str, Any]:
         packets.extend(out)
     packets.extend(encoder.encode(None))  # drain (SVT-AV1 complains otherwise)
     total_bytes = sum(p.size for p in packets[warmup : warmup + count])
-    decoder = open_decoder(codec)
+    decoder = open_decoder(codec, width, height)
     dec_cpu = 0.0
     decoded = 0
     tick = pacer(fps if cfg.get("paced", True) else 0)
