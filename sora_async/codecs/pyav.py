@@ -590,12 +590,15 @@ class PyAVVideoDecoder(Decoder):
         """A key frame of ``width`` x ``height``: where that size wants another thread
         count (:func:`decoder_threads`), a new context decodes from this key frame on,
         as libwebrtc's VP9 decoder re-initialises on a key frame of a new size."""
-        backend = self.backend
-        if backend.is_hardware or (width, height) == self._size:
+        if (width, height) == self._size:
             return
         old_w, old_h = self._size
+        # Noted on a hardware backend too: a software fallback opens for this size.
         self._size = (width, height)
+        backend = self.backend
         name = backend.pyav_name
+        if backend.is_hardware:
+            return
         if decoder_threads(name, width, height) != decoder_threads(name, old_w, old_h):
             self._open()
 
