@@ -545,7 +545,8 @@ class PyAVVideoDecoder(Decoder):
         self._backend_index = 0
         self._ctx: Any = None
         self._decoded = 0
-        #: The stream size the open context was set up for (its thread count).
+        #: The last key frame's size (before one: libwebrtc's initial size): what a
+        #: software context opens for (its thread count), on a fallback too.
         self._size = INITIAL_DECODER_SIZE
         self._open()
 
