@@ -4,7 +4,9 @@ A *measurement* is one worker run: ``{"scenario", "case", "client", "rep",
 "metrics": {name: value}}`` (what ``bench/run.py --json`` saves). :func:`rows`
 takes the median of every metric per (scenario, case, client) and
 :func:`markdown` prints them with ``sora_async / sora_sdk`` and, where a
-scenario has one, the raw PyAV cost floor.
+scenario has one, the raw PyAV cost floor. The clients alternate, so each
+repetition is a pair run back to back: :func:`paired_ratios` gives the ratio of
+every pair, whose range shows how far one run's ratio can move on this machine.
 """
 
 from __future__ import annotations
@@ -121,6 +123,39 @@ def medians(measurements: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, s
     return out
 
 
+def paired_ratios(
+    measurements: Sequence[Mapping[str, Any]],
+) -> dict[tuple[str, str, str], list[float]]:
+    """(scenario, case, metric) -> sora_async / sora_sdk of each repetition that has a
+    value from both clients, in repetition order."""
+    pairs: dict[tuple[str, str, str], dict[int, dict[str, float]]] = {}
+    for m in measurements:
+        client, rep = m.get("client"), m.get("rep")
+        if client not in (SDK, ASYNC) or isinstance(rep, bool) or not isinstance(rep, int):
+            continue
+        for name, value in derived(m.get("metrics", {})).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                by_rep = pairs.setdefault((m["scenario"], m["case"], name), {})
+                by_rep.setdefault(rep, {})[client] = float(value)
+    out: dict[tuple[str, str, str], list[float]] = {}
+    for key, by_rep in pairs.items():
+        ratios = [
+            pair[ASYNC] / pair[SDK]
+            for _rep, pair in sorted(by_rep.items())
+            if pair.get(SDK) and ASYNC in pair
+        ]
+        if ratios:
+            out[key] = ratios
+    return out
+
+
+def ratio_range(ratios: Sequence[float] | None) -> str:
+    """``"0.97–1.12x"``: the lowest and highest paired ratio; "" for fewer than two."""
+    if not ratios or len(ratios) < 2:
+        return ""
+    return f"{min(ratios):.2f}–{max(ratios):.2f}x"
+
+
 def judge(metric: Metric, sdk: float | None, ours: float | None) -> str:
     """ "ok"/"miss" against the metric's target, "" when there is none or no data."""
     if not metric.target or ours is None:
@@ -166,6 +201,7 @@ def _fmt(metric: Metric, value: float | None) -> str:
 def rows(measurements: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     """Table rows, one per (scenario, case, metric), in the columns of :data:`HEADER`."""
     table = medians(measurements)
+    paired = paired_ratios(measurements)
     cases: dict[str, list[str]] = {}
     for m in measurements:
         seen = cases.setdefault(m["scenario"], [])
@@ -179,7 +215,7 @@ def rows(measurements: Sequence[Mapping[str, Any]]) -> list[list[str]]:
                     value = table.get((scenario, case, PYAV, metric.key))
                     if value is None:
                         continue
-                    out.append([scenario, case, metric.label, "", "", "", _fmt(metric, value)])
+                    out.append([scenario, case, metric.label, "", "", "", "", _fmt(metric, value)])
                     out[-1] += ["", ""]
                     continue
                 sdk = table.get((scenario, case, SDK, metric.key))
@@ -206,6 +242,7 @@ def rows(measurements: Sequence[Mapping[str, Any]]) -> list[list[str]]:
                         _fmt(metric, sdk),
                         _fmt(metric, ours),
                         ratio,
+                        ratio_range(paired.get((scenario, case, metric.key))),
                         floor_text,
                         over,
                         target,
@@ -221,6 +258,7 @@ HEADER = [
     "sora_sdk",
     "sora_async",
     "async/sdk",
+    "async/sdk by repetition",
     "PyAV floor",
     "async over floor",
     "target",

@@ -86,22 +86,57 @@ def test_markdown_table_medians_ratios_and_floor() -> None:
         return [c.strip() for c in row.strip("|").split("|")]
 
     # Medians 20.0 and 18.0; CPU per frame 6.67 and 6.00 ms against a 5 ms codec floor.
-    assert cells("| sendonly | VP8 | CPU % |")[3:9] == [
+    # One repetition has both clients: no range of paired ratios.
+    assert cells("| sendonly | VP8 | CPU % |")[3:10] == [
         "20.0",
         "18.0",
         "0.90x",
         "",
         "",
+        "",
         "ratio ≤ 1.0x (ok)",
     ]
-    assert cells("| sendonly | VP8 | CPU ms per frame sent |")[3:8] == [
+    assert cells("| sendonly | VP8 | CPU ms per frame sent |")[3:9] == [
         "6.67",
         "6.00",
         "0.90x",
+        "",
         "5.00",
         "+20 % (ok)",
     ]
     assert "| raw | VP8 | encode ms/frame |" in text
+
+
+def test_each_repetition_pairs_the_two_clients_and_the_table_shows_their_range() -> None:
+    def measurement(client: str, rep: int, cpu: float) -> dict:
+        return {
+            "scenario": "recvonly",
+            "case": "VP8",
+            "client": client,
+            "rep": rep,
+            "metrics": {"cpu_pct": cpu, "fps": 30.0},
+        }
+
+    measurements = [
+        measurement("sora_sdk", 0, 10.0),
+        measurement("sora_async", 0, 12.0),
+        measurement("sora_sdk", 1, 8.0),
+        measurement("sora_async", 1, 7.2),
+        measurement("sora_sdk", 2, 10.0),
+        # repetition 2 of sora_async failed: no pair, and its sdk run is not paired
+    ]
+    paired = report.paired_ratios(measurements)
+    assert paired[("recvonly", "VP8", "cpu_pct")] == pytest.approx([1.2, 0.9])
+    # fps is the same in both runs of every pair
+    assert paired[("recvonly", "VP8", "fps")] == pytest.approx([1.0, 1.0])
+    text = report.markdown(measurements, {"date": "today"})
+    row = next(line for line in text.splitlines() if line.startswith("| recvonly | VP8 | CPU % |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # medians 10.0 and 9.6 (0.96x, a "hit"), while one pair read 1.20x and the other 0.90x
+    assert cells[3:7] == ["10.0", "9.6", "0.96x", "0.90–1.20x"]
+    assert cells[-1] == "ratio ≤ 1.0x (ok)"
+    assert report.ratio_range([1.1]) == ""
+    assert report.ratio_range(None) == ""
 
 
 def test_scale_verdict_needs_an_n_the_official_client_held() -> None:
