@@ -290,16 +290,79 @@ def summary_lines(extra: Mapping[str, Any]) -> list[str]:
     return out
 
 
+#: The workers' CPU % of the window per thread label (``support.CpuWindow.by_thread``).
+THREAD_CPU = "thread_cpu_pct"
+#: Threads below this CPU % (median) are left out of the by-thread table.
+THREAD_CPU_SHOWN = 0.2
+
+THREAD_HEADER = ["scenario", "case", "sora_sdk: CPU % by thread", "sora_async: CPU % by thread"]
+
+
+def mean_threads(results: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """The mean per thread label of several processes' :data:`THREAD_CPU` (the audio
+    scenario's pair, whose CPU % is their mean too); a label one lacks counts 0 there."""
+    splits = [r.get(THREAD_CPU) for r in results]
+    usable = [split for split in splits if isinstance(split, Mapping)]
+    if not usable:
+        return {}
+    labels = sorted({label for split in usable for label in split})
+    return {label: statistics.fmean(_number(s.get(label)) for s in usable) for label in labels}
+
+
+def thread_rows(measurements: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """One row per (scenario, case): each client's median CPU % per thread label over
+    its repetitions (a label missing from a repetition counts 0 there), largest first."""
+    runs: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+    cases: list[tuple[str, str]] = []
+    for m in measurements:
+        threads = m.get("metrics", {}).get(THREAD_CPU)
+        if m.get("client") not in (SDK, ASYNC) or not isinstance(threads, Mapping):
+            continue
+        if (m["scenario"], m["case"]) not in cases:
+            cases.append((m["scenario"], m["case"]))
+        runs.setdefault((m["scenario"], m["case"], m["client"]), []).append(threads)
+    out: list[list[str]] = []
+    for scenario, case in cases:
+        cells = []
+        for client in (SDK, ASYNC):
+            measured = runs.get((scenario, case, client), [])
+            labels = {label for run in measured for label in run}
+            medians = {
+                label: statistics.median(_number(run.get(label)) for run in measured)
+                for label in labels
+            }
+            shown = sorted(
+                ((v, label) for label, v in medians.items() if v >= THREAD_CPU_SHOWN),
+                key=lambda item: (-item[0], item[1]),
+            )
+            cells.append(", ".join(f"{label} {value:.1f}" for value, label in shown) or "–")
+        out.append([scenario, case, *cells])
+    return out
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
 def markdown(
     measurements: Sequence[Mapping[str, Any]],
     info: Mapping[str, Any],
     extra: Mapping[str, Any] | None = None,
 ) -> str:
-    """The whole report: machine, table, derived lines."""
+    """The whole report: machine, table, derived lines, CPU by thread."""
     parts = ["Machine: " + machine_line(info), "", markdown_table(HEADER, rows(measurements))]
     lines = summary_lines(extra or {})
     if lines:
         parts += ["", *lines]
+    by_thread = thread_rows(measurements)
+    if by_thread:
+        parts += [
+            "",
+            "CPU % by thread (medians over the repetitions; threads of one name summed, ×N "
+            f"their count; under {THREAD_CPU_SHOWN} % left out):",
+            "",
+            markdown_table(THREAD_HEADER, by_thread),
+        ]
     return "\n".join(parts) + "\n"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import numpy as np
@@ -159,6 +160,92 @@ def test_process_cpu_seconds_reads_proc_stat_like_process_time() -> None:
     # /proc counts in clock ticks (usually 10 ms); process_time is exact.
     assert abs(ours - time.process_time()) < 0.05
     assert support.process_cpu_seconds(2**22 + 12345) is None  # above pid_max: no process
+
+
+def test_thread_labels_drop_thread_numbers_only() -> None:
+    assert support.thread_label("sora-codec_3") == "sora-codec"
+    assert support.thread_label("Thread 0x0x5591") == "Thread"  # libwebrtc's rtc::Thread
+    assert support.thread_label("ThreadPoolExecutor-0_1") == "ThreadPoolExecutor"
+    for name in ("MainThread", "EncoderQueue", "dav1d-worker", "x264", "libvpx-vp9", "dead-beef"):
+        assert support.thread_label(name) == name
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+def test_cpu_window_splits_the_process_cpu_by_thread() -> None:
+    burned: list[float] = []
+    release = threading.Event()
+
+    def burn() -> None:
+        start = time.thread_time()
+        while time.thread_time() - start < 0.15:
+            pass
+        burned.append(time.thread_time())  # this thread's CPU seconds, exactly
+        release.wait(10)
+
+    window = support.CpuWindow()
+    threads = [threading.Thread(target=burn, name=f"burner_{i}") for i in range(2)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(burned) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        assert len(burned) == 2
+        seconds = support.thread_run_seconds()
+        ours = {tid: run for tid, (label, run) in seconds.items() if label == "burner"}
+        assert set(ours) == {t.native_id for t in threads}
+        # schedstat's run time is the clock thread_time reads
+        for t in threads:
+            assert t.native_id is not None and ours[t.native_id] >= 0.15
+        assert sum(ours.values()) == pytest.approx(sum(burned), abs=0.01)
+        split = window.by_thread()
+        wall = window.elapsed()
+        assert "burner×2" in split and "burner" not in split
+        assert split["burner×2"] * wall / 100 == pytest.approx(sum(burned), abs=0.02)
+        assert "MainThread" in split
+        assert sum(split.values()) == pytest.approx(window.percent(), rel=0.25, abs=3)
+    finally:
+        release.set()
+        for t in threads:
+            t.join(10)
+
+
+def test_the_by_thread_table_takes_medians_per_label() -> None:
+    def run(client: str, rep: int, threads: dict[str, float]) -> dict:
+        metrics = {"cpu_pct": sum(threads.values()), "thread_cpu_pct": threads}
+        return {
+            "scenario": "recvonly",
+            "case": "VP8",
+            "client": client,
+            "rep": rep,
+            "metrics": metrics,
+        }
+
+    measurements = [
+        run("sora_sdk", 0, {"DecodingQueue": 3.4, "OnFrameQueue": 1.9, "Thread×2": 1.1}),
+        run("sora_sdk", 1, {"DecodingQueue": 3.6, "OnFrameQueue": 2.1, "Thread×2": 0.9}),
+        run("sora_async", 0, {"MainThread": 3.1, "sora-codec": 4.3, "control": 0.1}),
+        # a label missing from a repetition counts 0 there: median of 0.8 and 0 is 0.4
+        run("sora_async", 1, {"MainThread": 3.3, "sora-codec": 4.5, "dav1d-worker×2": 0.8}),
+    ]
+    assert report.thread_rows(measurements) == [
+        [
+            "recvonly",
+            "VP8",
+            "DecodingQueue 3.5, OnFrameQueue 2.0, Thread×2 1.0",
+            "sora-codec 4.4, MainThread 3.2, dav1d-worker×2 0.4",  # control: under 0.2 %
+        ]
+    ]
+    text = report.markdown(measurements, {"date": "today"})
+    assert "| scenario | case | sora_sdk: CPU % by thread | sora_async: CPU % by thread |" in text
+    # the audio scenario's two processes of a client make one split: their mean per label
+    pair = [{"thread_cpu_pct": {"MainThread": 7.0}}, {"thread_cpu_pct": {"MainThread": 6, "x": 1}}]
+    assert report.mean_threads(pair) == {"MainThread": 6.5, "x": 0.5}
+    assert report.mean_threads([{"cpu_pct": 1.0}]) == {}
+    # a run without the split (an older --json) adds no table
+    plain = [{**m, "metrics": {"cpu_pct": 1.0}} for m in measurements]
+    assert report.thread_rows(plain) == []
+    assert "by thread" not in report.markdown(plain, {"date": "today"})
 
 
 def test_cpu_trace_reads_the_window_between_samples() -> None:

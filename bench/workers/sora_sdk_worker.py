@@ -218,9 +218,10 @@ def task_send_video(cfg: dict[str, Any], control: Control) -> dict[str, Any]:
             control.stop.wait(float(cfg.get("warmup_s", 2.0)))
             before, window = support.outbound_video(client.stats()), support.CpuWindow()
             control.stop.wait(float(measure))
-            cpu, seconds = window.percent(), window.elapsed()
+            cpu, seconds, threads = window.percent(), window.elapsed(), window.by_thread()
             after = support.outbound_video(client.stats())
             result = send_result(before, after, cpu, seconds)
+            result["thread_cpu_pct"] = threads
         else:
             control.stop.wait(float(cfg.get("max_s", 600)))
         emit("measured", **result)
@@ -316,6 +317,7 @@ def task_recv_video(cfg: dict[str, Any], control: Control) -> dict[str, Any]:
     control.stop.wait(float(cfg["measure_s"]))
     probe.measuring = False
     result = recv_result(probe, window.percent(), window.elapsed())
+    result["thread_cpu_pct"] = window.by_thread()
     emit("measured", **result)
     client.disconnect()
     sinks.clear()
@@ -382,6 +384,7 @@ def task_audio(cfg: dict[str, Any], control: Control) -> dict[str, Any]:
         result = {
             "cpu_pct": window.percent(),
             "seconds": window.elapsed(),
+            "thread_cpu_pct": window.by_thread(),
             "clicks": [t for t in clicks if t >= start],
             "onsets": [t for t in detector.onsets if t >= start],
         }
@@ -552,9 +555,10 @@ def task_scale_recv(cfg: dict[str, Any], control: Control) -> dict[str, Any]:
         measuring.set()
         control.stop.wait(float(cfg["measure_s"]))
         measuring.clear()
-        cpu, seconds = window.percent(), window.elapsed()
+        cpu, seconds, threads = window.percent(), window.elapsed(), window.by_thread()
         after = receive_totals(clients)
         result = scale_result(counts, seconds, cpu, float(cfg.get("min_fps", 25)))
+        result["thread_cpu_pct"] = threads
         result.update(
             support.receive_rates(before, after, time.monotonic() - stats_start, len(clients))
         )
