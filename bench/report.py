@@ -231,7 +231,7 @@ def rows(measurements: Sequence[Mapping[str, Any]]) -> list[list[str]]:
                         if ours is not None and floor > 0:
                             overhead = ours / floor - 1
                             verdict = "ok" if overhead <= FLOOR_OVERHEAD_TARGET else "miss"
-                            over = f"{100 * overhead:+.0f} % ({verdict})"
+                            over = f"{round(100 * overhead):+d} % ({verdict})"
                 verdict = judge(metric, sdk, ours)
                 target = target_text(metric) + (f" ({verdict})" if verdict else "")
                 out.append(
