@@ -440,6 +440,9 @@ class TransportCongestion:
         self.signalled = False
         self.feedback_seen = False
         self._last_feedback = 0.0
+        #: Seconds between feedback packets: :attr:`FEEDBACK_INTERVAL`, or longer where
+        #: the peer says so (audio only: libwebrtc's 250 ms at Opus rates).
+        self.feedback_interval = self.FEEDBACK_INTERVAL
         self.max_bitrate = 0
         #: pad the video up to this rate (bps, never above the estimate); see :meth:`padding_due`
         self.padding_bitrate = 0
@@ -566,14 +569,19 @@ class TransportCongestion:
 
     # --- receive side ----------------------------------------------------------------
 
-    def on_rtp(self, sequence: int | None, ssrc: int) -> None:
+    def on_rtp(self, sequence: int | None, ssrc: int) -> bool:
+        """Record a received packet's transport-wide sequence number; True when feedback
+        is due (:meth:`feedback` has packets to give now)."""
         if sequence is not None and self.extension_id is not None:
-            self.recorder.record(sequence, int(self._clock() * 1e6), ssrc)
+            now = self._clock()
+            self.recorder.record(sequence, int(now * 1e6), ssrc)
+            return now - self._last_feedback >= self.feedback_interval
+        return False
 
     def feedback(self, sender_ssrc: int) -> list[bytes]:
-        """Feedback packets due now (every :attr:`FEEDBACK_INTERVAL`)."""
+        """Feedback packets due now (every :attr:`feedback_interval`)."""
         now = self._clock()
-        if self.extension_id is None or now - self._last_feedback < self.FEEDBACK_INTERVAL:
+        if self.extension_id is None or now - self._last_feedback < self.feedback_interval:
             return []
         self._last_feedback = now
         return self.recorder.build(sender_ssrc)

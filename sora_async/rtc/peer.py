@@ -91,10 +91,15 @@ from .transport import BundleTransport, parse_candidate, select_ice_servers
 
 logger = logging.getLogger("sora_async.rtc")
 
-#: How often the RTCP work of a connection that receives video runs: its receivers
-#: repeat NACKs and key-frame requests, and transport-cc feedback goes out once
-#: ``TransportCongestion.FEEDBACK_INTERVAL`` (100 ms) passed.
+#: How often the RTCP work of a connection runs while a receiver has a NACK to repeat
+#: or a key frame to ask for again (``RtpReceiver.wants_ticks``).
 TICK_INTERVAL = 0.05
+#: The same for a connection that receives video (or audio with NACK) while nothing
+#: needs :data:`TICK_INTERVAL`: its transport-cc feedback goes out with the received
+#: packets (every ``TransportCongestion.FEEDBACK_INTERVAL``, 100 ms), so the timer is
+#: left with the reports, the liveness check and feedback for packets that stopped.
+#: A packet that finds work for the short tick wakes the loop at once.
+RELAXED_TICK_INTERVAL = 0.25
 #: The same for a connection that receives audio only (without NACK): nothing to
 #: repeat, and transport-cc feedback every 250 ms, libwebrtc's interval at Opus rates
 #: (``RemoteEstimatorProxy``: 5 % of the received rate, within 50-250 ms).
@@ -208,6 +213,8 @@ class RtcPeer(AsyncIOEventEmitter):
         #: retirements of senders/receivers in flight (awaited by close())
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rtcp_task: asyncio.Task[None] | None = None
+        #: The RTCP loop's sleep while it is longer than TICK_INTERVAL (see _wake_ticks).
+        self._tick_waiter: asyncio.Future[None] | None = None
         self._padding_task: asyncio.Task[None] | None = None
         self._padding_wanted = asyncio.Event()
         self._closed = False
@@ -789,16 +796,21 @@ class RtcPeer(AsyncIOEventEmitter):
             packet = parse_rtp(data, self._extensions)  # RtpPacket.parse, faster
         except ValueError:
             return
-        self.congestion.on_rtp(packet.extensions.transport_sequence_number, packet.ssrc)
+        congestion = self.congestion
+        feedback_due = congestion.on_rtp(packet.extensions.transport_sequence_number, packet.ssrc)
         receiver = self._ssrc_table.get(packet.ssrc)
-        if receiver is None:
-            if packet.ssrc in self._retired_ssrcs:
-                return  # late packets of a stream that left
+        # late packets of a stream that left are not routed again
+        if receiver is None and packet.ssrc not in self._retired_ssrcs:
             receiver = self._route_new_ssrc(packet)
-            if receiver is None:
-                return
-            self._ssrc_table[packet.ssrc] = receiver
-        await receiver.handle_rtp(packet, len(data), arrival_ms)
+            if receiver is not None:
+                self._ssrc_table[packet.ssrc] = receiver
+        if receiver is not None:
+            await receiver.handle_rtp(packet, len(data), arrival_ms)
+            if self._tick_waiter is not None and receiver.wants_ticks(time.monotonic()):
+                self._wake_ticks()
+        if feedback_due:
+            # On this packet's pass of the loop rather than a timer's of its own.
+            await self._send_feedback()
 
     def _route_new_ssrc(self, packet: RtpPacket) -> RtpReceiver | None:
         """An SSRC no ``a=ssrc`` announced: route by MID extension, else by payload type."""
@@ -871,22 +883,61 @@ class RtcPeer(AsyncIOEventEmitter):
                 await sender.handle_rtcp(packet)
 
     def _tick_interval(self) -> float:
-        """How long the RTCP loop sleeps: a timer wake-up costs a pass of the event
-        loop (and, on an idle loop, a thread wake-up), so only a connection that
-        receives video (or audio with NACK) ticks at :data:`TICK_INTERVAL`. A receiver
-        added by a re-offer gets that rate from the next tick on."""
+        """How long the RTCP loop sleeps, and (as a side effect) how often transport-cc
+        feedback goes out. A timer wake-up costs a pass of the event loop (and, on an
+        idle loop, a thread wake-up and cold caches), so only a connection with a NACK
+        to repeat or a key frame to ask for ticks at :data:`TICK_INTERVAL`; one that
+        receives video (or audio with NACK) sends its feedback every 100 ms with the
+        packets and ticks at :data:`RELAXED_TICK_INTERVAL`; audio only, every 250 ms.
+        A receiver added by a re-offer counts from the next tick on."""
         receivers = self.receivers
         if not receivers:
             return SEND_TICK_INTERVAL
+        now = time.monotonic()
+        repairing = False
+        busy = False
         for receiver in receivers:
             if receiver.kind == "video" or receiver.nack_negotiated:
-                return TICK_INTERVAL
-        return AUDIO_TICK_INTERVAL
+                busy = True
+            if receiver.wants_ticks(now):
+                repairing = True
+        self.congestion.feedback_interval = (
+            TransportCongestion.FEEDBACK_INTERVAL if busy else AUDIO_TICK_INTERVAL
+        )
+        if repairing:
+            return TICK_INTERVAL
+        return RELAXED_TICK_INTERVAL if busy else AUDIO_TICK_INTERVAL
+
+    def _wake_ticks(self) -> None:
+        """A receiver has work for the short tick (a NACK to repeat, a key frame to ask
+        for again) while the RTCP loop sleeps a longer interval: tick now; the ticks
+        then stay at :data:`TICK_INTERVAL` while the work lasts."""
+        waiter = self._tick_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _send_feedback(self) -> None:
+        for feedback in self.congestion.feedback(self._rtcp_ssrc):
+            await self._send_packet(feedback)
+
+    async def _tick_sleep(self, interval: float) -> None:
+        """``asyncio.sleep(interval)`` that :meth:`_wake_ticks` can end early (only a
+        sleep longer than :data:`TICK_INTERVAL` needs that)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(interval, _resolve, waiter)
+        if interval > TICK_INTERVAL:
+            self._tick_waiter = waiter
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._tick_waiter = None
 
     async def _rtcp_loop(self) -> None:
         last_report = time.monotonic()
         while True:
-            await asyncio.sleep(self._tick_interval())
+            await self._tick_sleep(self._tick_interval())
             if self.connection_state != "connected":
                 continue
             now = time.monotonic()
@@ -899,8 +950,7 @@ class RtcPeer(AsyncIOEventEmitter):
                 return
             for receiver in self.receivers:
                 await receiver.tick(now)
-            for feedback in self.congestion.feedback(self._rtcp_ssrc):
-                await self._send_packet(feedback)
+            await self._send_feedback()  # for packets that stopped coming, too
             self._apply_estimate()
             if now - last_report >= REPORT_INTERVAL:
                 last_report = now
@@ -985,6 +1035,11 @@ class RtcPeer(AsyncIOEventEmitter):
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("rtc task failed", exc_info=task.exception())
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _sdp_bitrate_cap(section: MediaSection) -> int | None:

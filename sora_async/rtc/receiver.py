@@ -906,6 +906,19 @@ class RtpReceiver:
         """Report blocks for every stream heard from."""
         return [r for s in self.streams.values() if (r := s.report()) is not None]
 
+    def wants_ticks(self, now: float) -> bool:
+        """True while :meth:`tick` has work here: a NACK to repeat, or a key frame to ask
+        for again (streams that stopped count not, as in :meth:`tick`)."""
+        waiting = self._needs_keyframe
+        for stream in self.streams.values():
+            if now - stream.last_packet_time > STREAM_IDLE:
+                continue
+            if stream.assembler.keyframe_needed or (waiting and stream is self._active):
+                return True
+            if stream.nack_enabled and stream.nack.missing:
+                return True
+        return False
+
     async def tick(self, now: float) -> None:
         """Periodic work: repeat NACKs, keep asking for a key frame while one is needed."""
         for stream in list(self.streams.values()):
