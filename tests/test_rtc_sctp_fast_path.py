@@ -100,8 +100,18 @@ def test_the_aiortc_members_the_sctp_fast_paths_use_exist() -> None:
         "await self._data_channel_flush()",
         "await self._transmit()",
     )
-    send = inspect.getsource(sctp_module.RTCSctpTransport._data_channel_send)
-    assert "asyncio.ensure_future(self._data_channel_flush())" in send
+    # TunedSctpTransport._data_channel_send repeats aiortc's queueing, without the task
+    _has_lines(
+        sctp_module.RTCSctpTransport._data_channel_send,
+        'pp_id, user_data = WEBRTC_STRING_EMPTY, b"\\x00"',
+        'pp_id, user_data = WEBRTC_STRING, data.encode("utf8")',
+        'pp_id, user_data = WEBRTC_BINARY_EMPTY, b"\\x00"',
+        "pp_id, user_data = WEBRTC_BINARY, data",
+        "if self._remote_max_message_size and (",
+        "channel._addBufferedAmount(len(user_data))",
+        "self._data_channel_queue.append((channel, pp_id, user_data))",
+        "asyncio.ensure_future(self._data_channel_flush())",
+    )
     # OpenSSL's calls through pyOpenSSL's binding (seam._Records), on its members
     assert seam._OPENSSL is not None
     connection = SSL.Connection(SSL.Context(SSL.DTLS_METHOD), None)
@@ -365,6 +375,30 @@ async def test_a_message_starts_leaving_before_send_returns() -> None:
         # one Max.Burst, within the initial cwnd
         assert after - before == min(4 * seam.SCTP_MAX_BURST_CALLS, seam.SCTP_INITIAL_CWND_PACKETS)
         assert await inbox.get() == bytes(65536)
+
+
+async def test_a_message_sent_costs_no_task_and_keeps_its_kind() -> None:
+    async with _connected_pair() as pair, asyncio.timeout(30):
+        sent, _received, inbox = await _open(pair)
+        sctp = pair.offerer.sctp
+        assert sctp is not None
+        tasks = len(asyncio.all_tasks())
+        payloads = [bytes([n]) * 1024 for n in range(50)]
+        for payload in payloads:
+            sent.send(payload)
+        # aiortc's own _data_channel_send left a task per message that found nothing to do
+        assert len(asyncio.all_tasks()) == tasks
+        assert [await inbox.get() for _ in payloads] == payloads
+        # the empty and text messages keep their PPIDs (RFC 8831 §6.6), as through aiortc
+        for message in ("", b"", "é", "x"):
+            sent.send(message)
+        assert [await inbox.get() for _ in range(4)] == ["", b"", "é", "x"]
+        limit = sctp._remote_max_message_size
+        assert limit
+        buffered = sent.bufferedAmount
+        with pytest.raises(ValueError, match="only supports messages up to"):
+            sent.send(bytes(limit + 1))
+        assert sent.bufferedAmount == buffered  # refused before it was queued
 
 
 def _packet(sctp: seam.TunedSctpTransport, *chunks: Any, tag: int | None = None) -> bytes:
