@@ -91,7 +91,8 @@ What is reached, and why:
   TSNs), ``_send_chunk`` (through ``send_data_now``), ``_transmit`` (new data
   sent without a scan of ``_sent_queue``; ``_maybe_abandon``, which aiortc asks
   before marking a chunk for retransmission, says when the scan is needed) and
-  ``_data_channel_send`` (the flush starts at once instead of in a task).
+  ``_data_channel_send`` (aiortc's queueing repeated, its ``_remote_max_message_size``,
+  ``_data_channel_queue`` and the PPIDs; the flush starts at once, and no task per message).
   :meth:`TunedSctpTransport.handle_packet_now` does ``_receive_data_chunk``'s
   and ``_receive_sack_chunk``'s work for an in-order DATA chunk that completes
   no message and for a gap-free SACK while nothing waits to be sent (it reads
