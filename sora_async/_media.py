@@ -63,10 +63,10 @@ class Changed:
             except RuntimeError:
                 running = None
             if running is loop:
-                _wake(fut)
+                wake(fut)
             else:
                 with contextlib.suppress(RuntimeError):  # that loop is closed
-                    loop.call_soon_threadsafe(_wake, fut)
+                    loop.call_soon_threadsafe(wake, fut)
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
         """Wait until ``predicate()`` is true; False if ``timeout`` seconds passed first."""
@@ -84,7 +84,7 @@ class Changed:
             # A plain timer on the future, not asyncio.wait_for: that costs a second
             # future, a done callback and (3.11) a cancellation round on every wake-up,
             # and media waits (a source's pacing, a sink's read) wake 50-100 times a second.
-            timer = None if deadline is None else loop.call_at(deadline, _wake, fut)
+            timer = None if deadline is None else loop.call_at(deadline, wake, fut)
             try:
                 await fut
             finally:
@@ -99,7 +99,9 @@ class Changed:
             self._waiters.remove(fut)
 
 
-def _wake(fut: asyncio.Future[None]) -> None:
+def wake(fut: asyncio.Future[None]) -> None:
+    """Resolve a waiter future unless it is already done (a timer or a notify may
+    come after a cancellation or the other one)."""
     if not fut.done():
         fut.set_result(None)
 

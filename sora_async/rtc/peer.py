@@ -58,6 +58,7 @@ from aiortc.sdp import candidate_to_sdp
 from pyee.asyncio import AsyncIOEventEmitter
 
 from .._aiortc_seam import parse_rtp
+from .._media import wake
 from ..codecs import opus as opus_codec
 from ..codecs.base import CodecUnavailableError, Decoder, Encoder
 from ..codecs.h264 import ProfileLevelId
@@ -796,8 +797,8 @@ class RtcPeer(AsyncIOEventEmitter):
             packet = parse_rtp(data, self._extensions)  # RtpPacket.parse, faster
         except ValueError:
             return
-        congestion = self.congestion
-        feedback_due = congestion.on_rtp(packet.extensions.transport_sequence_number, packet.ssrc)
+        sequence = packet.extensions.transport_sequence_number
+        feedback_due = self.congestion.on_rtp(sequence, packet.ssrc)
         receiver = self._ssrc_table.get(packet.ssrc)
         # late packets of a stream that left are not routed again
         if receiver is None and packet.ssrc not in self._retired_ssrcs:
@@ -925,7 +926,7 @@ class RtcPeer(AsyncIOEventEmitter):
         sleep longer than :data:`TICK_INTERVAL` needs that)."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        timer = loop.call_later(interval, _resolve, waiter)
+        timer = loop.call_later(interval, wake, waiter)
         if interval > TICK_INTERVAL:
             self._tick_waiter = waiter
         try:
@@ -1035,11 +1036,6 @@ class RtcPeer(AsyncIOEventEmitter):
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("rtc task failed", exc_info=task.exception())
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 def _sdp_bitrate_cap(section: MediaSection) -> int | None:
