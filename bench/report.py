@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bench import support
+
 SDK, ASYNC, PYAV = "sora_sdk", "sora_async", "pyav"
 
 
@@ -290,8 +292,6 @@ def summary_lines(extra: Mapping[str, Any]) -> list[str]:
     return out
 
 
-#: The workers' CPU % of the window per thread label (``support.CpuWindow.by_thread``).
-THREAD_CPU = "thread_cpu_pct"
 #: Threads below this CPU % (median) are left out of the by-thread table.
 THREAD_CPU_SHOWN = 0.2
 
@@ -299,9 +299,9 @@ THREAD_HEADER = ["scenario", "case", "sora_sdk: CPU % by thread", "sora_async: C
 
 
 def mean_threads(results: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """The mean per thread label of several processes' :data:`THREAD_CPU` (the audio
+    """The mean per thread label of several processes' :data:`support.THREAD_CPU` (the audio
     scenario's pair, whose CPU % is their mean too); a label one lacks counts 0 there."""
-    splits = [r.get(THREAD_CPU) for r in results]
+    splits = [r.get(support.THREAD_CPU) for r in results]
     usable = [split for split in splits if isinstance(split, Mapping)]
     if not usable:
         return {}
@@ -315,7 +315,7 @@ def thread_rows(measurements: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     runs: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     cases: list[tuple[str, str]] = []
     for m in measurements:
-        threads = m.get("metrics", {}).get(THREAD_CPU)
+        threads = m.get("metrics", {}).get(support.THREAD_CPU)
         if m.get("client") not in (SDK, ASYNC) or not isinstance(threads, Mapping):
             continue
         if (m["scenario"], m["case"]) not in cases:

@@ -468,7 +468,7 @@ async def scenario_audio(s: Settings, results: Results) -> None:
             ms = [1000 * x for x in latencies]
             metrics = {
                 "cpu_pct": statistics.fmean([a["cpu_pct"], b["cpu_pct"]]),
-                report.THREAD_CPU: report.mean_threads([a, b]),
+                support.THREAD_CPU: report.mean_threads([a, b]),
                 "m2e_p50_ms": support.percentile(ms, 0.5),
                 "m2e_p90_ms": support.percentile(ms, 0.9),
                 "clicks": len(a["clicks"]) + len(b["clicks"]),

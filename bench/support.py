@@ -206,6 +206,10 @@ class CpuTrace:
         return 100.0 * (c1 - c0) / (t1 - t0)
 
 
+#: The workers' result key for :meth:`CpuWindow.by_thread` (``bench/report.py`` reads it).
+THREAD_CPU = "thread_cpu_pct"
+
+
 class CpuWindow:
     """Process CPU (all threads) over wall time: 100 % = one core busy; and, with
     :meth:`by_thread`, the same split by thread (where the two clients differ)."""

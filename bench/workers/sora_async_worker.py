@@ -176,7 +176,7 @@ async def task_send_video(cfg: dict[str, Any], control: AsyncControl) -> dict[st
             cpu, seconds, threads = window.percent(), window.elapsed(), window.by_thread()
             after = await video_stats(conn)
             result = send_result(before, after, cpu, seconds)
-            result["thread_cpu_pct"] = threads
+            result[support.THREAD_CPU] = threads
         else:
             await control.sleep(float(cfg.get("max_s", 600)))
         emit("measured", **result)
@@ -252,7 +252,7 @@ async def task_recv_video(cfg: dict[str, Any], control: AsyncControl) -> dict[st
             "latency_p90_ms": support.percentile(latencies, 0.9),
             "invalid_codes": invalid,
             "seconds": seconds,
-            "thread_cpu_pct": window.by_thread(),
+            support.THREAD_CPU: window.by_thread(),
         }
         emit("measured", **result)
     finally:
@@ -323,7 +323,7 @@ async def task_audio(cfg: dict[str, Any], control: AsyncControl) -> dict[str, An
         result = {
             "cpu_pct": window.percent(),
             "seconds": window.elapsed(),
-            "thread_cpu_pct": window.by_thread(),
+            support.THREAD_CPU: window.by_thread(),
             "clicks": [t for t in clicks if t >= start],
             "onsets": [t for t in detector.onsets if t >= start],
         }
@@ -499,7 +499,7 @@ async def task_scale_recv(cfg: dict[str, Any], control: AsyncControl) -> dict[st
             "ok": sum(1 for f in fps if f >= min_fps),
             "holds": min(fps) >= min_fps,
             "seconds": seconds,
-            "thread_cpu_pct": threads,
+            support.THREAD_CPU: threads,
             **rates,
         }
         emit("measured", **result)

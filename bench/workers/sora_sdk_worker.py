@@ -221,7 +221,7 @@ def task_send_video(cfg: dict[str, Any], control: Control) -> dict[str, Any]:
             cpu, seconds, threads = window.percent(), window.elapsed(), window.by_thread()
             after = support.outbound_video(client.stats())
             result = send_result(before, after, cpu, seconds)
-            result["thread_cpu_pct"] = threads
+            result[support.THREAD_CPU] = threads
         else:
             control.stop.wait(float(cfg.get("max_s", 600)))
         emit("measured", **result)
@@ -317,7 +317,7 @@ def task_recv_video(cfg: dict[str, Any], control: Control) -> dict[str, Any]:
     control.stop.wait(float(cfg["measure_s"]))
     probe.measuring = False
     result = recv_result(probe, window.percent(), window.elapsed())
-    result["thread_cpu_pct"] = window.by_thread()
+    result[support.THREAD_CPU] = window.by_thread()
     emit("measured", **result)
     client.disconnect()
     sinks.clear()
@@ -384,7 +384,7 @@ def task_audio(cfg: dict[str, Any], control: Control) -> dict[str, Any]:
         result = {
             "cpu_pct": window.percent(),
             "seconds": window.elapsed(),
-            "thread_cpu_pct": window.by_thread(),
+            support.THREAD_CPU: window.by_thread(),
             "clicks": [t for t in clicks if t >= start],
             "onsets": [t for t in detector.onsets if t >= start],
         }
@@ -558,7 +558,7 @@ def task_scale_recv(cfg: dict[str, Any], control: Control) -> dict[str, Any]:
         cpu, seconds, threads = window.percent(), window.elapsed(), window.by_thread()
         after = receive_totals(clients)
         result = scale_result(counts, seconds, cpu, float(cfg.get("min_fps", 25)))
-        result["thread_cpu_pct"] = threads
+        result[support.THREAD_CPU] = threads
         result.update(
             support.receive_rates(before, after, time.monotonic() - stats_start, len(clients))
         )
