@@ -909,15 +909,17 @@ class RtpReceiver:
     def wants_ticks(self, now: float) -> bool:
         """True while :meth:`tick` has work here: a NACK to repeat, or a key frame to ask
         for again (streams that stopped count not, as in :meth:`tick`)."""
-        waiting = self._needs_keyframe
         for stream in self.streams.values():
             if now - stream.last_packet_time > STREAM_IDLE:
                 continue
-            if stream.assembler.keyframe_needed or (waiting and stream is self._active):
-                return True
-            if stream.nack_enabled and stream.nack.missing:
+            if self._keyframe_wanted(stream) or (stream.nack_enabled and stream.nack.missing):
                 return True
         return False
+
+    def _keyframe_wanted(self, stream: InboundStream) -> bool:
+        """A key frame is to be asked for (again) on ``stream``: its assembler lost one,
+        or the decoder waits for one and this is the stream it decodes."""
+        return stream.assembler.keyframe_needed or (self._needs_keyframe and stream is self._active)
 
     async def tick(self, now: float) -> None:
         """Periodic work: repeat NACKs, keep asking for a key frame while one is needed."""
@@ -928,8 +930,7 @@ class RtpReceiver:
                 due = stream.nack.due(now)
                 if due:
                     await self._send_nack(stream, due)
-            waiting = self._needs_keyframe and stream is self._active
-            if stream.assembler.keyframe_needed or waiting:
+            if self._keyframe_wanted(stream):
                 await self.request_keyframe(stream)
 
     # --- decoding ---------------------------------------------------------------------
