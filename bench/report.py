@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench import support
+from bench import support, wakeups
 
 SDK, ASYNC, PYAV = "sora_sdk", "sora_async", "pyav"
 
@@ -426,4 +426,9 @@ def machine_line(info: Mapping[str, Any]) -> str:
         + (f"; libyuv {'yes' if info['libyuv'] else 'no'}" if "libyuv" in info else "")
         + (f"; sora_async on {info['loop']}" if "loop" in info else "")
         + (f"; load average at start {load}" if load else "")
+        + (
+            "; CPU µs per wake-up (wakeups.py): " + wakeups.line(info["wakeup_cpu_us"])
+            if info.get("wakeup_cpu_us")
+            else ""
+        )
     )

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import report, support  # noqa: E402
+from bench import report, support, wakeups  # noqa: E402
 
 CLIENTS = (report.SDK, report.ASYNC)
 WORKER_MODULES = {
@@ -748,6 +748,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     EVENT_LOOP[0] = settings.loop
     info = report.machine_info()
     info["loop"] = settings.loop
+    # Before the scenarios, on the quiet machine: what it charges per wake-up.
+    info["wakeup_cpu_us"] = wakeups.measure(seconds=1.0)
     names = [n for n in SCENARIOS if n in args.scenario]
     t0 = time.monotonic()
     results = asyncio.run(run(names, settings))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -9,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from bench import report, support
+from bench import report, support, wakeups
 
 
 def test_pixel_code_round_trip_survives_noise_and_blur() -> None:
@@ -295,3 +296,36 @@ def test_receive_counters_sum_video_inbound_entries_and_become_per_connection_ra
     missing = support.receive_rates(None, after, 2.0, 3)
     assert missing == dict.fromkeys(support.RECEIVE_COUNTERS.values())
     assert support.receive_rates(before, after, 0.0, 3) == missing
+
+
+def test_each_wakeup_probe_sleeps_on_its_schedule_and_reads_its_own_thread() -> None:
+    rate, count = 200.0, 40  # 0.2 s each
+    for probe in (
+        lambda: wakeups.thread_sleep(rate, count),
+        lambda: wakeups.loop_sleep(rate, count, asyncio.new_event_loop),
+    ):
+        start = time.monotonic()
+        cpu, woke = probe()
+        wall = time.monotonic() - start
+        assert woke == count
+        assert wall >= (count - 1) / rate  # it followed the schedule
+        # it slept: a busy wait would use the whole wall time
+        assert 0 < cpu < 0.5 * wall
+    start = time.monotonic()
+    loop_cpu, poster_cpu, ran = wakeups.handoff(rate, count)
+    assert ran == count  # every post ran on the loop before it stopped
+    assert 0 < loop_cpu < 0.5 * (time.monotonic() - start)
+    assert poster_cpu > 0
+
+
+def test_wakeup_costs_are_per_wakeup_and_shown_on_the_machine_line() -> None:
+    costs = wakeups.measure(seconds=0.1, rate=200)
+    assert {"thread_sleep", "asyncio_sleep", "handoff_loop", "handoff_thread"} <= set(costs)
+    # per wake-up: far below the 5 ms between two of them, however slow the machine
+    assert all(0 < value < 5000 for value in costs.values())
+    line = report.machine_line({"date": "d", "wakeup_cpu_us": costs})
+    assert f"asyncio.sleep {costs['asyncio_sleep']:g}" in line
+    assert "CPU µs per wake-up (wakeups.py): thread time.sleep" in line
+    assert "wake-up" not in report.machine_line({"date": "d"})
+    with pytest.raises(ValueError):
+        wakeups.measure(seconds=0)
