@@ -40,6 +40,10 @@ class Metric:
     floor: str = ""
 
 
+#: The machine's steal over the measurement window (``run.DevServerProcess.window``):
+#: where it is high, the host took CPU from every process of the run.
+STEAL = Metric("steal_pct", "host steal % (same window; 100 = a core)")
+
 #: The rows of each scenario, in order.
 METRICS: dict[str, tuple[Metric, ...]] = {
     "sendonly": (
@@ -47,6 +51,7 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric("cpu_ms_per_frame", "CPU ms per frame sent", "{:.2f}", floor="enc_ms"),
         Metric("fps", "fps sent"),
         Metric("kbps", "kbit/s sent", "{:.0f}"),
+        STEAL,
     ),
     "recvonly": (
         Metric("cpu_pct", "CPU %", target="ratio<=1.0"),
@@ -55,11 +60,13 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric("latency_p50_ms", "capture→delivery p50 ms", target="delta<=20"),
         Metric("latency_p90_ms", "capture→delivery p90 ms"),
         Metric("devserver_cpu_pct", "dev server CPU % (same window)"),
+        STEAL,
     ),
     "audio": (
         Metric("cpu_pct", "CPU % (per process)", target="ratio<=1.0"),
         Metric("m2e_p50_ms", "mouth-to-ear p50 ms"),
         Metric("m2e_p90_ms", "mouth-to-ear p90 ms"),
+        STEAL,
     ),
     "connect": (
         Metric("connect_p50_ms", "connect p50 ms", "{:.0f}", target="ratio<=1.0"),
@@ -82,6 +89,7 @@ METRICS: dict[str, tuple[Metric, ...]] = {
         Metric("pli_per_s", "PLIs sent per s (per connection)", "{:.2f}"),
         Metric("keyframes_per_s", "key frames decoded per s (per connection)", "{:.2f}"),
         Metric("devserver_cpu_pct", "dev server CPU % (same window)"),
+        STEAL,
     ),
     "raw": (
         Metric("enc_cpu_pct", "encode CPU % at 30 fps"),

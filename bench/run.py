@@ -223,7 +223,8 @@ async def run_case(
 ) -> dict[str, Any] | None:
     """One worker run to its ``result`` event (within ``within`` s); a failed run is
     recorded in ``results`` and gives None. With ``server``, the result also has the
-    dev server's CPU % over the worker's measurement window (``devserver_cpu_pct``)."""
+    dev server's CPU % and the machine's steal over the worker's measurement window
+    (:meth:`DevServerProcess.window`)."""
     try:
         async with worker(client, config, grace) as running:
             if server is None:
@@ -231,8 +232,7 @@ async def run_case(
             deadline = time.monotonic() + within
             measured = await running.wait_event("measured", within)
             result = await running.wait_event("result", deadline - time.monotonic())
-            end = float(measured["t"])
-            result["devserver_cpu_pct"] = server.cpu.percent(end - float(measured["seconds"]), end)
+            result.update(server.window(measured))
             return result
     except WorkerError as exc:
         results.error(scenario, case, client, exc)
@@ -248,7 +248,9 @@ class DevServerProcess:
     def __init__(self) -> None:
         self.proc: asyncio.subprocess.Process | None = None
         self.url = ""
-        self.cpu = support.CpuTrace(0)
+        self.cpu = support.CpuTrace(lambda: None)
+        #: the machine's steal time, sampled with the dev server's CPU
+        self.steal = support.CpuTrace(support.steal_seconds)
         self._sampler: asyncio.Task[None] | None = None
         self.log_file = tempfile.NamedTemporaryFile(  # closed in stop()
             prefix="bench-devserver-", suffix=".log", delete=False
@@ -278,14 +280,26 @@ class DevServerProcess:
             text = line.decode().strip()
             if text.startswith("signaling:"):
                 self.url = text.split(None, 1)[1]
-                self.cpu = support.CpuTrace(self.proc.pid)
+                self.cpu = support.CpuTrace.of_process(self.proc.pid)
                 self._sampler = asyncio.create_task(self._sample_cpu())
                 return self.url
         raise WorkerError(f"the dev server did not start (log: {self.log_file.name})")
 
+    def window(self, measured: dict[str, Any]) -> dict[str, float | None]:
+        """Over a worker's measurement window (its ``measured`` event: the end ``t``
+        and ``seconds``): the dev server's CPU % (``devserver_cpu_pct``) and the
+        machine's steal % (``steal_pct``, 100 = one core's time taken by the host)."""
+        end = float(measured["t"])
+        start = end - float(measured["seconds"])
+        return {
+            "devserver_cpu_pct": self.cpu.percent(start, end),
+            "steal_pct": self.steal.percent(start, end),
+        }
+
     async def _sample_cpu(self) -> None:
         while True:
             self.cpu.sample()
+            self.steal.sample()
             await asyncio.sleep(self.CPU_SAMPLE_S)
 
     async def stop(self) -> None:
@@ -363,6 +377,7 @@ async def scenario_sendonly(s: Settings, results: Results) -> None:
                     client,
                     config,
                     s.sendonly_warmup_s + s.measure_s + 80,
+                    server=server,
                 )
                 if result is None:
                     continue
@@ -469,6 +484,7 @@ async def scenario_audio(s: Settings, results: Results) -> None:
             metrics = {
                 "cpu_pct": statistics.fmean([a["cpu_pct"], b["cpu_pct"]]),
                 support.THREAD_CPU: report.mean_threads([a, b]),
+                "steal_pct": server.window(a)["steal_pct"],
                 "m2e_p50_ms": support.percentile(ms, 0.5),
                 "m2e_p90_ms": support.percentile(ms, 0.9),
                 "clicks": len(a["clicks"]) + len(b["clicks"]),

@@ -16,6 +16,7 @@ module too and must not load ``sora_async``.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -23,7 +24,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
 import numpy as np
@@ -183,16 +184,38 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class CpuTrace:
-    """``(time.monotonic(), CPU seconds)`` samples of another process (the dev server),
-    so that its CPU over a worker's measurement window can be read afterwards."""
+def steal_seconds() -> float | None:
+    """CPU time the hypervisor gave to others while this machine's vCPUs wanted to
+    run ("steal", summed over all CPUs) since boot (Linux ``/proc/stat``; None
+    elsewhere). On a VM whose host is busy it grows, and every process here runs
+    slower for it, the clients, the dev server and the sender alike."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    # "cpu user nice system idle iowait irq softirq steal ...": steal is the 8th value
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+
+class CpuTrace:
+    """``(time.monotonic(), CPU seconds)`` samples of a CPU-time counter (another
+    process's CPU, :meth:`of_process`; the machine's steal, :func:`steal_seconds`),
+    so that its rate over a worker's measurement window can be read afterwards."""
+
+    def __init__(self, read: Callable[[], float | None]) -> None:
+        self.read = read
         self.samples: list[tuple[float, float]] = []
 
+    @classmethod
+    def of_process(cls, pid: int) -> CpuTrace:
+        """The CPU time of process ``pid`` (the dev server)."""
+        return cls(functools.partial(process_cpu_seconds, pid))
+
     def sample(self) -> None:
-        cpu = process_cpu_seconds(self.pid)
+        cpu = self.read()
         if cpu is not None:
             self.samples.append((time.monotonic(), cpu))
 

@@ -250,11 +250,33 @@ def test_the_by_thread_table_takes_medians_per_label() -> None:
 
 
 def test_cpu_trace_reads_the_window_between_samples() -> None:
-    trace = support.CpuTrace(0)
+    trace = support.CpuTrace(lambda: None)
     trace.samples = [(10.0, 1.0), (10.5, 1.2), (11.0, 1.5), (11.5, 1.5), (12.0, 2.5)]
     assert trace.percent(10.4, 11.6) == pytest.approx(30.0)  # samples at 10.5 .. 11.5
     assert trace.percent(9.0, 13.0) == pytest.approx(75.0)
     assert trace.percent(11.9, 13.0) is None  # one sample: no rate
+
+
+def test_cpu_traces_sample_a_process_and_the_machines_steal() -> None:
+    process = support.CpuTrace.of_process(os.getpid())
+    steal = support.CpuTrace(support.steal_seconds)
+    start = time.monotonic()
+    process.sample()
+    steal.sample()
+    burn_until = time.thread_time() + 0.2
+    while time.thread_time() < burn_until:
+        pass
+    process.sample()
+    steal.sample()
+    end = time.monotonic()
+    busy = process.percent(start, end)
+    # this process ran the whole window (its CPU counted in clock ticks)
+    assert busy is not None and 50 <= busy <= 150
+    first, last = steal.samples[0][1], steal.samples[-1][1]
+    stolen = steal.percent(start, end)
+    # /proc/stat's steal: a counter that only grows, at most all cores' time
+    assert first >= 0 and last >= first
+    assert stolen is not None and 0 <= stolen <= 100 * (os.cpu_count() or 1) + 20
 
 
 def test_receive_counters_sum_video_inbound_entries_and_become_per_connection_rates() -> None:
