@@ -67,19 +67,22 @@ def _in_thread(body: Callable[[], tuple[float, int]]) -> tuple[float, int]:
     return result[0]
 
 
+def _sleep_and_wake(rate: float, count: int, on_wake: Callable[[], object]) -> tuple[float, int]:
+    """On the calling thread: ``count`` wake-ups at ``rate`` a second from
+    ``time.sleep``, ``on_wake()`` after each; the thread's CPU seconds and ``count``."""
+    start_cpu = time.thread_time()
+    deadline = time.monotonic()
+    for _ in range(count):
+        deadline += 1 / rate
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        on_wake()
+    return time.thread_time() - start_cpu, count
+
+
 def thread_sleep(rate: float, count: int) -> tuple[float, int]:
     """A thread waking ``count`` times at ``rate`` a second with ``time.sleep``:
     its CPU seconds and the wake-ups it made."""
-
-    def body() -> tuple[float, int]:
-        start_cpu = time.thread_time()
-        deadline = time.monotonic()
-        for _ in range(count):
-            deadline += 1 / rate
-            time.sleep(max(0.0, deadline - time.monotonic()))
-        return time.thread_time() - start_cpu, count
-
-    return _in_thread(body)
+    return _in_thread(lambda: _sleep_and_wake(rate, count, lambda: None))
 
 
 def loop_sleep(
@@ -137,16 +140,9 @@ def handoff(rate: float, count: int) -> tuple[float, float, int]:
         if not started.wait(10):
             raise RuntimeError("wakeups: the event loop did not start")
 
-        def post() -> tuple[float, int]:
-            start_cpu = time.thread_time()
-            deadline = time.monotonic()
-            for _ in range(count):
-                deadline += 1 / rate
-                time.sleep(max(0.0, deadline - time.monotonic()))
-                loop.call_soon_threadsafe(callback)
-            return time.thread_time() - start_cpu, count
-
-        poster_cpu, _posted = _in_thread(post)
+        poster_cpu, _posted = _in_thread(
+            lambda: _sleep_and_wake(rate, count, lambda: loop.call_soon_threadsafe(callback))
+        )
     finally:
         # after every post: the loop runs its callbacks in the order they came
         loop.call_soon_threadsafe(finished.set_result, None)
