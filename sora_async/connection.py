@@ -57,9 +57,13 @@ class Connection(Emitter):
 
     Example::
 
-        async with Connection(["wss://sora.example.com/signaling"], "sendrecv", "sora",
-                              data_channel_signaling=True,
-                              data_channels=[{"label": "#chat", "direction": "sendrecv"}]) as conn:
+        async with Connection(
+            ["wss://sora.example.com/signaling"],
+            "sendrecv",
+            "sora",
+            data_channel_signaling=True,
+            data_channels=[{"label": "#chat", "direction": "sendrecv"}],
+        ) as conn:
             conn.on("notify", print)
             await conn.send_data_channel("#chat", b"hi")
             async for label, data in conn.messages("#chat"):

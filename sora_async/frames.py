@@ -410,7 +410,7 @@ class AudioFrame:
     Example::
 
         frame = AudioFrame(np.zeros((160, 1), np.int16), 16000)
-        frame.samples_per_channel, frame.num_channels   # (160, 1)
+        frame.samples_per_channel, frame.num_channels  # (160, 1)
     """
 
     __slots__ = ("_absolute_capture_timestamp_ms", "_data", "_sample_rate_hz")

@@ -223,7 +223,16 @@ def render_api(report: Report) -> str:
                 out.write(f"### `{name}`\n\nThe package version: `{obj}`.\n\n")
                 continue
             _render_object(out, qualified, name, obj, report)
-    return re.sub(r"\n{3,}", "\n\n", out.getvalue()).rstrip("\n") + "\n"
+    return _collapse_blank_lines(out.getvalue()).rstrip("\n") + "\n"
+
+
+def _collapse_blank_lines(text: str) -> str:
+    """Runs of blank lines become one, outside fenced code blocks: the examples keep
+    the two blank lines that PEP 8 (and ``ruff format``) put around a function."""
+    parts = re.split(r"(^```.*?^```$)", text, flags=re.MULTILINE | re.DOTALL)
+    return "".join(
+        part if index % 2 else re.sub(r"\n{3,}", "\n\n", part) for index, part in enumerate(parts)
+    )
 
 
 def _render_object(out: io.StringIO, qualified: str, name: str, obj: Any, report: Report) -> None:

@@ -215,6 +215,7 @@ def encode_png(bgr: np.ndarray) -> bytes:
     Example (in a notebook)::
 
         from IPython.display import Image, display
+
         display(Image(data=encode_png(frame.data())))
     """
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")

@@ -257,9 +257,9 @@ class DevServer:
     Example::
 
         async with DevServer(port=0) as server:
-            print(server.signaling_url)   # ws://127.0.0.1:PORT/signaling
-            ...                           # connect clients
-            print(server.connections)     # connection_id -> ConnectionInfo
+            print(server.signaling_url)  # ws://127.0.0.1:PORT/signaling
+            ...  # connect clients
+            print(server.connections)  # connection_id -> ConnectionInfo
 
     Keyword options are the fields of :class:`DevServerOptions`.
     """

@@ -183,12 +183,11 @@ class VideoCodecPreference:
 
     Example::
 
-        pref = VideoCodecPreference([
-            VideoCodecPreference.Codec(VideoCodecType.VP9, VideoCodecImplementation.INTERNAL,
-                                       VideoCodecImplementation.INTERNAL),
-        ])
-        pref.codecs[pref.get_or_add(VideoCodecType.H264)].decoder = (
-            VideoCodecImplementation.NVIDIA_VIDEO_CODEC_SDK)
+        internal = VideoCodecImplementation.INTERNAL
+        vp9 = VideoCodecPreference.Codec(VideoCodecType.VP9, internal, internal)
+        pref = VideoCodecPreference([vp9])
+        h264 = pref.codecs[pref.get_or_add(VideoCodecType.H264)]
+        h264.decoder = VideoCodecImplementation.NVIDIA_VIDEO_CODEC_SDK
     """
 
     Codec = PreferenceCodec

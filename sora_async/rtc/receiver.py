@@ -94,12 +94,13 @@ class RemoteTrack(MediaStreamTrack):
 
     Example::
 
-        conn.on("track", lambda track: asyncio.create_task(show(track)))
-
         async def show(track):
             while True:
                 frame = await track.recv()
                 print(track.kind, frame)
+
+
+        conn.on("track", lambda track: asyncio.create_task(show(track)))
     """
 
     def __init__(
