@@ -68,3 +68,10 @@ def test_relative_links_resolve(page: str) -> None:
         if "://" in target:
             continue
         assert (path.parent / target).exists(), f"{page}: broken link {target}"
+
+
+def test_blank_lines_collapse_outside_code_blocks_only(gen_docs: ModuleType) -> None:
+    text = "a\n\n\n\nb\n```python\nx = 1\n\n\ndef f():\n    pass\n```\n\n\nc\n"
+    assert gen_docs._collapse_blank_lines(text) == (
+        "a\n\nb\n```python\nx = 1\n\n\ndef f():\n    pass\n```\n\nc\n"
+    )
