@@ -31,18 +31,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script: python bench/wakeups.py
-    sys.path.insert(0, str(ROOT))
-
-from sora_async import runner  # noqa: E402
 
 #: Wake-ups per second: the order of the audio scenario's (about 150 a second).
 RATE = 200.0
@@ -153,6 +147,19 @@ def handoff(rate: float, count: int) -> tuple[float, float, int]:
     return loop_cpu[0], poster_cpu, ran
 
 
+def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's ``new_event_loop`` where uvloop is installed, else None. Imported by name
+    here rather than through ``sora_async.runner.loop_factory``: that would load the
+    whole ``sora_async`` package (aiortc, PyAV) into ``run.py`` and ``report.py``, which
+    import this module and otherwise stay on the standard library and numpy."""
+    try:
+        module = importlib.import_module("uvloop")
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = module.new_event_loop
+    return factory
+
+
 def measure(seconds: float = 2.0, rate: float = RATE) -> dict[str, float]:
     """Microseconds of CPU per wake-up, by kind (see the module docstring)."""
     if not seconds > 0 or not rate > 0:
@@ -163,9 +170,8 @@ def measure(seconds: float = 2.0, rate: float = RATE) -> dict[str, float]:
     result["thread_sleep"] = cpu * 1e6 / wakeups
     cpu, wakeups = loop_sleep(rate, count, asyncio.new_event_loop)
     result["asyncio_sleep"] = cpu * 1e6 / wakeups
-    if runner.uvloop_available():
-        factory = runner.loop_factory(uvloop=True)
-        assert factory is not None
+    factory = _uvloop_factory()
+    if factory is not None:
         cpu, wakeups = loop_sleep(rate, count, factory)
         result["uvloop_sleep"] = cpu * 1e6 / wakeups
     loop_cpu, poster_cpu, ran = handoff(rate, count)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -351,3 +353,19 @@ def test_wakeup_costs_are_per_wakeup_and_shown_on_the_machine_line() -> None:
     assert "wake-up" not in report.machine_line({"date": "d"})
     with pytest.raises(ValueError):
         wakeups.measure(seconds=0)
+
+
+def test_the_benchmark_helpers_load_neither_sora_async_nor_aiortc() -> None:
+    # The official client's worker imports support.py, and run.py/report.py measure
+    # and print: none of them should carry the package under test into its process.
+    code = (
+        "import sys\n"
+        "from bench import report, support, wakeups\n"
+        "print(sorted(m for m in ('sora_async', 'aiortc', 'av') if m in sys.modules))\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
