@@ -144,7 +144,7 @@ def paired_ratios(
         if client not in (SDK, ASYNC) or isinstance(rep, bool) or not isinstance(rep, int):
             continue
         for name, value in derived(m.get("metrics", {})).items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
+            if support.is_number(value):
                 by_rep = pairs.setdefault((m["scenario"], m["case"], name), {})
                 by_rep.setdefault(rep, {})[client] = float(value)
     out: dict[tuple[str, str, str], list[float]] = {}
@@ -335,12 +335,12 @@ def thread_rows(measurements: Sequence[Mapping[str, Any]]) -> list[list[str]]:
         for client in (SDK, ASYNC):
             measured = runs.get((scenario, case, client), [])
             labels = {label for run in measured for label in run}
-            medians = {
+            by_label = {
                 label: statistics.median(_number(run.get(label)) for run in measured)
                 for label in labels
             }
             shown = sorted(
-                ((v, label) for label, v in medians.items() if v >= THREAD_CPU_SHOWN),
+                ((v, label) for label, v in by_label.items() if v >= THREAD_CPU_SHOWN),
                 key=lambda item: (-item[0], item[1]),
             )
             cells.append(", ".join(f"{label} {value:.1f}" for value, label in shown) or "–")
@@ -349,7 +349,7 @@ def thread_rows(measurements: Sequence[Mapping[str, Any]]) -> list[list[str]]:
 
 
 def _number(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+    return float(value) if support.is_number(value) else 0.0
 
 
 def markdown(

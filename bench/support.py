@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeGuard
 
 import numpy as np
 import numpy.typing as npt
@@ -358,6 +358,11 @@ RECEIVE_COUNTERS = {
 }
 
 
+def is_number(value: object) -> TypeGuard[int | float]:
+    """An int or a float, not a bool (JSON's numbers; True is an int to Python)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def inbound_video_totals(reports: Iterable[Iterable[dict[str, Any]]]) -> dict[str, float]:
     """:data:`RECEIVE_COUNTERS` summed over every video ``inbound-rtp`` entry of every
     connection's ``get_stats()``; a counter an entry lacks counts 0."""
@@ -368,7 +373,7 @@ def inbound_video_totals(reports: Iterable[Iterable[dict[str, Any]]]) -> dict[st
                 continue
             for key in RECEIVE_COUNTERS:
                 value = entry.get(key)
-                if isinstance(value, int | float) and not isinstance(value, bool):
+                if is_number(value):
                     totals[key] += value
     return totals
 
