@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import itertools
 import os
 import platform
 import statistics
@@ -24,6 +25,10 @@ from typing import Any
 from bench import support, wakeups
 
 SDK, ASYNC, PYAV = "sora_sdk", "sora_async", "pyav"
+#: sora_async on uvloop (``run.py --loop uvloop`` or ``both``).
+ASYNC_UVLOOP = "sora_async+uvloop"
+#: The sora_async clients, each compared with sora_sdk in a table of its own.
+OURS = (ASYNC, ASYNC_UVLOOP)
 
 
 @dataclass(frozen=True)
@@ -134,14 +139,14 @@ def medians(measurements: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, s
 
 
 def paired_ratios(
-    measurements: Sequence[Mapping[str, Any]],
+    measurements: Sequence[Mapping[str, Any]], ours: str = ASYNC, base: str = SDK
 ) -> dict[tuple[str, str, str], list[float]]:
-    """(scenario, case, metric) -> sora_async / sora_sdk of each repetition that has a
-    value from both clients, in repetition order."""
+    """(scenario, case, metric) -> ``ours`` / ``base`` (sora_async / sora_sdk) of each
+    repetition that has a value from both clients, in repetition order."""
     pairs: dict[tuple[str, str, str], dict[int, dict[str, float]]] = {}
     for m in measurements:
         client, rep = m.get("client"), m.get("rep")
-        if client not in (SDK, ASYNC) or isinstance(rep, bool) or not isinstance(rep, int):
+        if client not in (base, ours) or isinstance(rep, bool) or not isinstance(rep, int):
             continue
         for name, value in derived(m.get("metrics", {})).items():
             if support.is_number(value):
@@ -150,9 +155,9 @@ def paired_ratios(
     out: dict[tuple[str, str, str], list[float]] = {}
     for key, by_rep in pairs.items():
         ratios = [
-            pair[ASYNC] / pair[SDK]
+            pair[ours] / pair[base]
             for _rep, pair in sorted(by_rep.items())
-            if pair.get(SDK) and ASYNC in pair
+            if pair.get(base) and ours in pair
         ]
         if ratios:
             out[key] = ratios
@@ -208,15 +213,12 @@ def _fmt(metric: Metric, value: float | None) -> str:
     return "–" if value is None else metric.fmt.format(value)
 
 
-def rows(measurements: Sequence[Mapping[str, Any]]) -> list[list[str]]:
-    """Table rows, one per (scenario, case, metric), in the columns of :data:`HEADER`."""
+def rows(measurements: Sequence[Mapping[str, Any]], ours: str = ASYNC) -> list[list[str]]:
+    """Table rows, one per (scenario, case, metric), in the columns of :func:`header`:
+    sora_sdk against ``ours`` (one of :data:`OURS`)."""
     table = medians(measurements)
-    paired = paired_ratios(measurements)
-    cases: dict[str, list[str]] = {}
-    for m in measurements:
-        seen = cases.setdefault(m["scenario"], [])
-        if m["case"] not in seen:
-            seen.append(m["case"])
+    paired = paired_ratios(measurements, ours)
+    cases = _cases(measurements)
     out: list[list[str]] = []
     for scenario, metrics in METRICS.items():
         for case in cases.get(scenario, []):
@@ -229,20 +231,20 @@ def rows(measurements: Sequence[Mapping[str, Any]]) -> list[list[str]]:
                     out[-1] += ["", ""]
                     continue
                 sdk = table.get((scenario, case, SDK, metric.key))
-                ours = table.get((scenario, case, ASYNC, metric.key))
-                if sdk is None and ours is None:
+                value = table.get((scenario, case, ours, metric.key))
+                if sdk is None and value is None:
                     continue
-                ratio = f"{ours / sdk:.2f}x" if sdk and ours is not None else "–"
+                ratio = f"{value / sdk:.2f}x" if sdk and value is not None else "–"
                 floor_text = over = ""
                 if metric.floor:
                     floor = table.get(("raw", case, PYAV, metric.floor))
                     if floor is not None:
                         floor_text = _fmt(metric, floor)
-                        if ours is not None and floor > 0:
-                            overhead = ours / floor - 1
+                        if value is not None and floor > 0:
+                            overhead = value / floor - 1
                             verdict = "ok" if overhead <= FLOOR_OVERHEAD_TARGET else "miss"
                             over = f"{round(100 * overhead):+d} % ({verdict})"
-                verdict = judge(metric, sdk, ours)
+                verdict = judge(metric, sdk, value)
                 target = target_text(metric) + (f" ({verdict})" if verdict else "")
                 out.append(
                     [
@@ -250,7 +252,7 @@ def rows(measurements: Sequence[Mapping[str, Any]]) -> list[list[str]]:
                         case,
                         metric.label,
                         _fmt(metric, sdk),
-                        _fmt(metric, ours),
+                        _fmt(metric, value),
                         ratio,
                         ratio_range(paired.get((scenario, case, metric.key))),
                         floor_text,
@@ -261,18 +263,71 @@ def rows(measurements: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     return out
 
 
-HEADER = [
+def header(ours: str = ASYNC) -> list[str]:
+    """The columns of :func:`rows`, ``ours`` named as the client it is."""
+    return [
+        "scenario",
+        "case",
+        "metric",
+        "sora_sdk",
+        ours,
+        "async/sdk",
+        "async/sdk by repetition",
+        "PyAV floor",
+        "async over floor",
+        "target",
+    ]
+
+
+def loop_rows(measurements: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """sora_async on uvloop against sora_async on asyncio (``--loop both``), one row per
+    (scenario, case, metric with a target: the rows the loop could turn around): both
+    medians, their ratio, and the range of the ratio of the two runs of each repetition."""
+    table = medians(measurements)
+    paired = paired_ratios(measurements, ASYNC_UVLOOP, ASYNC)
+    cases = _cases(measurements)
+    out: list[list[str]] = []
+    for scenario, metrics in METRICS.items():
+        for case, metric in itertools.product(cases.get(scenario, []), metrics):
+            if not metric.target:
+                continue
+            base = table.get((scenario, case, ASYNC, metric.key))
+            value = table.get((scenario, case, ASYNC_UVLOOP, metric.key))
+            if base is None or value is None:
+                continue
+            out.append(
+                [
+                    scenario,
+                    case,
+                    metric.label,
+                    _fmt(metric, base),
+                    _fmt(metric, value),
+                    f"{value / base:.2f}x" if base else "–",
+                    ratio_range(paired.get((scenario, case, metric.key))),
+                ]
+            )
+    return out
+
+
+LOOP_HEADER = [
     "scenario",
     "case",
     "metric",
-    "sora_sdk",
-    "sora_async",
-    "async/sdk",
-    "async/sdk by repetition",
-    "PyAV floor",
-    "async over floor",
-    "target",
+    ASYNC,
+    ASYNC_UVLOOP,
+    "uvloop/asyncio",
+    "uvloop/asyncio by repetition",
 ]
+
+
+def _cases(measurements: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """scenario -> its cases, in the order the measurements first name them."""
+    cases: dict[str, list[str]] = {}
+    for m in measurements:
+        seen = cases.setdefault(m["scenario"], [])
+        if m["case"] not in seen:
+            seen.append(m["case"])
+    return cases
 
 
 def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
@@ -281,12 +336,13 @@ def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def summary_lines(extra: Mapping[str, Any]) -> list[str]:
-    """Derived results that are not one metric per client (e.g. the largest N of scale)."""
+def summary_lines(extra: Mapping[str, Any], client: str = ASYNC) -> list[str]:
+    """Derived results that are not one metric per client (e.g. the largest N of scale),
+    for sora_sdk against ``client`` (one of :data:`OURS`)."""
     out = []
     largest = extra.get("scale_largest_n")
-    if isinstance(largest, dict) and largest:
-        sdk, ours = largest.get(SDK), largest.get(ASYNC)
+    if isinstance(largest, dict) and client in largest:
+        sdk, ours = largest.get(SDK), largest.get(client)
         verdict = ""
         if isinstance(sdk, int) and isinstance(ours, int):
             if sdk == 0:  # no N of this run held for the official client: nothing to compare
@@ -295,7 +351,7 @@ def summary_lines(extra: Mapping[str, Any]) -> list[str]:
                 verdict = " (target ≥ 2x official: " + ("ok" if ours >= 2 * sdk else "miss") + ")"
         out.append(
             f"- scale: largest N with every connection ≥ 25 fps: sora_sdk {sdk}, "
-            f"sora_async {ours}{verdict}"
+            f"{client} {ours}{verdict}"
         )
     return out
 
@@ -303,7 +359,10 @@ def summary_lines(extra: Mapping[str, Any]) -> list[str]:
 #: Threads below this CPU % (median) are left out of the by-thread table.
 THREAD_CPU_SHOWN = 0.2
 
-THREAD_HEADER = ["scenario", "case", "sora_sdk: CPU % by thread", "sora_async: CPU % by thread"]
+
+def thread_header(clients: Sequence[str] = (SDK, ASYNC)) -> list[str]:
+    """The columns of :func:`thread_rows` for ``clients``."""
+    return ["scenario", "case", *(f"{client}: CPU % by thread" for client in clients)]
 
 
 def mean_threads(results: Sequence[Mapping[str, Any]]) -> dict[str, float]:
@@ -317,14 +376,17 @@ def mean_threads(results: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return {label: statistics.fmean(_number(s.get(label)) for s in usable) for label in labels}
 
 
-def thread_rows(measurements: Sequence[Mapping[str, Any]]) -> list[list[str]]:
-    """One row per (scenario, case): each client's median CPU % per thread label over
-    its repetitions (a label missing from a repetition counts 0 there), largest first."""
+def thread_rows(
+    measurements: Sequence[Mapping[str, Any]], clients: Sequence[str] = (SDK, ASYNC)
+) -> list[list[str]]:
+    """One row per (scenario, case): each of ``clients``' median CPU % per thread label
+    over its repetitions (a label missing from a repetition counts 0 there), largest
+    first."""
     runs: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     cases: list[tuple[str, str]] = []
     for m in measurements:
         threads = m.get("metrics", {}).get(support.THREAD_CPU)
-        if m.get("client") not in (SDK, ASYNC) or not isinstance(threads, Mapping):
+        if m.get("client") not in clients or not isinstance(threads, Mapping):
             continue
         if (m["scenario"], m["case"]) not in cases:
             cases.append((m["scenario"], m["case"]))
@@ -332,7 +394,7 @@ def thread_rows(measurements: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     out: list[list[str]] = []
     for scenario, case in cases:
         cells = []
-        for client in (SDK, ASYNC):
+        for client in clients:
             measured = runs.get((scenario, case, client), [])
             labels = {label for run in measured for label in run}
             by_label = {
@@ -357,21 +419,42 @@ def markdown(
     info: Mapping[str, Any],
     extra: Mapping[str, Any] | None = None,
 ) -> str:
-    """The whole report: machine, table, derived lines, CPU by thread."""
-    parts = ["Machine: " + machine_line(info), "", markdown_table(HEADER, rows(measurements))]
-    lines = summary_lines(extra or {})
-    if lines:
-        parts += ["", *lines]
-    by_thread = thread_rows(measurements)
+    """The whole report: machine, a table per sora_async client (sora_async, and
+    sora_async+uvloop where it ran) with its derived lines, the two event loops against
+    each other where both ran, CPU by thread."""
+    present = {m.get("client") for m in measurements}
+    ours = [client for client in OURS if client in present] or [ASYNC]
+    parts = ["Machine: " + machine_line(info)]
+    for client in ours:
+        if len(ours) > 1:
+            parts += ["", f"{client} against sora_sdk ({LOOP_NAMES[client]}):"]
+        parts += ["", markdown_table(header(client), rows(measurements, client))]
+        lines = summary_lines(extra or {}, client)
+        if lines:
+            parts += ["", *lines]
+    if len(ours) > 1:
+        parts += [
+            "",
+            "sora_async's two event loops against each other (the runs above; each "
+            "repetition ran sora_sdk and then both, their order swapped every other one):",
+            "",
+            markdown_table(LOOP_HEADER, loop_rows(measurements)),
+        ]
+    clients = [SDK, *ours]
+    by_thread = thread_rows(measurements, clients)
     if by_thread:
         parts += [
             "",
             "CPU % by thread (medians over the repetitions; threads of one name summed, ×N "
             f"their count; under {THREAD_CPU_SHOWN} % left out):",
             "",
-            markdown_table(THREAD_HEADER, by_thread),
+            markdown_table(thread_header(clients), by_thread),
         ]
     return "\n".join(parts) + "\n"
+
+
+#: How the tables name each sora_async client's event loop.
+LOOP_NAMES = {ASYNC: "asyncio's event loop", ASYNC_UVLOOP: "uvloop"}
 
 
 def _version(name: str) -> str:
@@ -432,7 +515,7 @@ def machine_line(info: Mapping[str, Any]) -> str:
         f"Python {info.get('python')}; PyAV {info.get('av')} (FFmpeg {info.get('ffmpeg')}); "
         f"aiortc {info.get('aiortc')}; sora_sdk {info.get('sora_sdk')}"
         + (f"; libyuv {'yes' if info['libyuv'] else 'no'}" if "libyuv" in info else "")
-        + (f"; sora_async on {info['loop']}" if "loop" in info else "")
+        + (f"; sora_async on {_loops(info['loop'])}" if "loop" in info else "")
         + (f"; load average at start {load}" if load else "")
         + (
             "; CPU µs per wake-up (wakeups.py): " + wakeups.line(info["wakeup_cpu_us"])
@@ -440,3 +523,7 @@ def machine_line(info: Mapping[str, Any]) -> str:
             else ""
         )
     )
+
+
+def _loops(loop: Any) -> str:
+    return "asyncio and on uvloop" if loop == "both" else str(loop)

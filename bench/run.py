@@ -1,14 +1,17 @@
 """Benchmark the official ``sora_sdk`` client against ``sora_async`` through the dev server.
 
-    python bench/run.py --quick                       # every scenario, about 10-15 minutes
+    python bench/run.py --quick                       # every scenario, about 16-18 minutes
     python bench/run.py --scenario sendonly recvonly  # some scenarios, full length
     python bench/run.py --quick --json out.json       # also save every raw measurement
+    python bench/run.py --quick --loop both           # sora_async on asyncio and on uvloop
 
 Every client under measurement runs in its own worker process
 (``bench/workers/``), the dev server in another, so each worker's CPU is just
 that client. Clients alternate (sora_sdk, sora_async, sora_sdk, ...) ``--reps``
 times per case; the table (Markdown, on stdout) shows medians and the ratio
-sora_async / sora_sdk. See ``bench/README.md`` for what each scenario measures.
+sora_async / sora_sdk (with ``--loop both``, one table per event loop of
+sora_async, both against the same sora_sdk runs). See ``bench/README.md`` for
+what each scenario measures.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -36,11 +40,19 @@ if str(ROOT) not in sys.path:
 
 from bench import report, support, wakeups  # noqa: E402
 
-CLIENTS = (report.SDK, report.ASYNC)
+#: The clients that can be the one sender of recvonly and scale (``--sender``).
+SENDERS = (report.SDK, report.ASYNC)
 WORKER_MODULES = {
     report.SDK: "bench.workers.sora_sdk_worker",
     report.ASYNC: "bench.workers.sora_async_worker",
+    report.ASYNC_UVLOOP: "bench.workers.sora_async_worker",
     report.PYAV: "bench.workers.pyav_worker",
+}
+#: The measured clients of each ``--loop`` choice, in the order each repetition runs them.
+CLIENTS_BY_LOOP = {
+    "asyncio": (report.SDK, report.ASYNC),
+    "uvloop": (report.SDK, report.ASYNC_UVLOOP),
+    "both": (report.SDK, report.ASYNC, report.ASYNC_UVLOOP),
 }
 CODECS = ("VP8", "VP9", "AV1")
 #: (width, height, video_bit_rate kbps): the sizes of the issue, one bit rate each.
@@ -58,8 +70,6 @@ SENDONLY_WARMUP_S = 10.0
 #: per s and connection, with none dropped yet, where the steady state drops and asks for
 #: key frames), so the window starts in the steady state.
 SCALE_WARMUP_S = 10.0
-#: sora_async workers' event loop (``--loop``), set once by main().
-EVENT_LOOP = ["asyncio"]
 
 
 class WorkerError(RuntimeError):
@@ -78,8 +88,14 @@ class Settings:
     scale_ns: tuple[int, ...]
     sender: str
     codecs: tuple[str, ...]
-    #: sora_async's event loop: "asyncio" or "uvloop" (``sora_async.runner.run``).
+    #: sora_async's event loop (``sora_async.runner.run``): "asyncio", "uvloop", or "both"
+    #: (two sora_async clients, one on each, alternating with the same sora_sdk runs).
     loop: str = "asyncio"
+
+    @property
+    def clients(self) -> tuple[str, ...]:
+        """The measured clients, in the order each repetition runs them."""
+        return CLIENTS_BY_LOOP[self.loop]
 
 
 @dataclass
@@ -124,8 +140,8 @@ class Worker:
 
     @classmethod
     async def start(cls, client: str, config: dict[str, Any]) -> Worker:
-        if client == report.ASYNC:
-            config = {**config, "loop": EVENT_LOOP[0]}
+        if client in report.OURS:
+            config = {**config, "loop": "uvloop" if client == report.ASYNC_UVLOOP else "asyncio"}
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -335,9 +351,17 @@ def channel(prefix: str) -> str:
     return f"bench-{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def alternate(reps: int) -> list[tuple[int, str]]:
-    """(rep, client) in the order sora_sdk, sora_async, sora_sdk, ..."""
-    return [(rep, client) for rep in range(reps) for client in CLIENTS]
+def alternate(s: Settings) -> list[tuple[int, str]]:
+    """(rep, client) in the order sora_sdk, sora_async, sora_sdk, ... With ``--loop both``
+    the two sora_async clients swap places every other repetition (sora_sdk, sora_async,
+    sora_async+uvloop, sora_sdk, sora_async+uvloop, sora_async, ...), so that neither
+    always runs right after the official client or last."""
+    sdk, *ours = s.clients
+    return [
+        (rep, client)
+        for rep in range(s.reps)
+        for client in (sdk, *(ours if rep % 2 == 0 else reversed(ours)))
+    ]
 
 
 def video_cases(s: Settings) -> list[tuple[str, str, int, int, int]]:
@@ -356,7 +380,7 @@ async def scenario_sendonly(s: Settings, results: Results) -> None:
     async with devserver() as server:
         url = server.url
         for case, codec, w, h, kbps in video_cases(s):
-            for rep, client in alternate(s.reps):
+            for rep, client in alternate(s):
                 config = {
                     "task": "send_video",
                     "signaling_url": url,
@@ -394,7 +418,7 @@ async def scenario_recvonly(s: Settings, results: Results) -> None:
         url = server.url
         for case, codec, w, h, kbps in video_cases(s):
             ch = channel("recv")
-            total = len(alternate(s.reps)) * (s.warmup_s + s.measure_s + 30) + 120
+            total = len(alternate(s)) * (s.warmup_s + s.measure_s + 30) + 120
             sender = {
                 "task": "send_video",
                 "signaling_url": url,
@@ -412,7 +436,7 @@ async def scenario_recvonly(s: Settings, results: Results) -> None:
                 async with worker(s.sender, sender) as sending:
                     await sending.wait_event("ready", 60)
                     await asyncio.sleep(1.0)
-                    for rep, client in alternate(s.reps):
+                    for rep, client in alternate(s):
                         config = {
                             "task": "recv_video",
                             "signaling_url": url,
@@ -462,7 +486,7 @@ async def scenario_audio(s: Settings, results: Results) -> None:
     measure = max(s.measure_s, 6.0)
     async with devserver() as server:
         url = server.url
-        for rep, client in alternate(s.reps):
+        for rep, client in alternate(s):
             ch = channel("audio")
             config = {
                 "task": "audio",
@@ -500,7 +524,7 @@ async def scenario_audio(s: Settings, results: Results) -> None:
 async def scenario_connect(s: Settings, results: Results) -> None:
     async with devserver() as server:
         url = server.url
-        for rep, client in alternate(s.reps):
+        for rep, client in alternate(s):
             config = {
                 "task": "connect_cycle",
                 "signaling_url": url,
@@ -537,7 +561,7 @@ async def scenario_messaging(s: Settings, results: Results) -> None:
         url = server.url
         for size, latency_count, interval, burst in plans:
             case = f"{size // 1024} KiB"
-            for rep, client in alternate(s.reps):
+            for rep, client in alternate(s):
                 common = {
                     "task": "messaging",
                     "signaling_url": url,
@@ -567,7 +591,7 @@ async def scenario_messaging(s: Settings, results: Results) -> None:
 async def scenario_scale(s: Settings, results: Results) -> None:
     # A client holds at N when every repetition at N kept every connection at >= 25 fps;
     # it is not tried at larger N once it did not.
-    held: dict[str, dict[int, bool]] = {client: {} for client in CLIENTS}
+    held: dict[str, dict[int, bool]] = {client: {} for client in s.clients}
     failed: set[str] = set()
     async with devserver() as server:
         url = server.url
@@ -597,7 +621,7 @@ async def scenario_scale(s: Settings, results: Results) -> None:
                 log(f"  scale: sender warm-up {s.sendonly_warmup_s:.0f} s")
                 await asyncio.sleep(s.sendonly_warmup_s)
                 for n in s.scale_ns:
-                    for rep, client in alternate(s.reps):
+                    for rep, client in alternate(s):
                         if client in failed:
                             continue
                         config = {
@@ -625,7 +649,7 @@ async def scenario_scale(s: Settings, results: Results) -> None:
                             f"ok {result['ok']}/{n}"
                         )
                         held[client][n] = held[client].get(n, True) and bool(result["holds"])
-                    for client in CLIENTS:
+                    for client in s.clients:
                         if not held[client].get(n, False):
                             failed.add(client)
         except WorkerError as exc:
@@ -717,15 +741,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--sender",
-        choices=CLIENTS,
+        choices=SENDERS,
         default=report.SDK,
         help="the one sender of recvonly and scale (default sora_sdk)",
     )
     parser.add_argument(
         "--loop",
-        choices=("asyncio", "uvloop"),
+        choices=tuple(CLIENTS_BY_LOOP),
         default="asyncio",
-        help="sora_async's event loop (default asyncio; uvloop must be installed)",
+        help=(
+            "sora_async's event loop (default asyncio; uvloop must be installed); both: "
+            "sora_async on each, alternating with the same sora_sdk runs"
+        ),
     )
     parser.add_argument("--json", metavar="PATH", help="save raw measurements and machine info")
     parser.add_argument(
@@ -761,7 +788,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report.markdown(saved["measurements"], saved["machine"], saved.get("extra")))
         return 0
     settings = settings_from(args)
-    EVENT_LOOP[0] = settings.loop
+    if settings.loop != "asyncio" and importlib.util.find_spec("uvloop") is None:
+        log(f"--loop {settings.loop}: uvloop is not installed (pip install uvloop)")
+        return 2
     info = report.machine_info()
     info["loop"] = settings.loop
     # Before the scenarios, on the quiet machine: what it charges per wake-up.

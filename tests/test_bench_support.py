@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -369,3 +370,74 @@ def test_the_benchmark_helpers_load_neither_sora_async_nor_aiortc() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_both_event_loops_get_a_table_each_against_the_same_official_runs() -> None:
+    def run(client: str, rep: int, cpu: float, **extra: Any) -> dict:
+        return {
+            "scenario": "recvonly",
+            "case": "VP8",
+            "client": client,
+            "rep": rep,
+            "metrics": {"cpu_pct": cpu, "fps": 30.0, **extra},
+        }
+
+    measurements = [
+        run("sora_sdk", 0, 10.0, thread_cpu_pct={"DecodingQueue": 4.0}),
+        run("sora_async", 0, 12.0),
+        run("sora_async+uvloop", 0, 9.0, thread_cpu_pct={"MainThread": 2.5}),
+        run("sora_sdk", 1, 8.0),
+        run("sora_async", 1, 9.6),
+        run("sora_async+uvloop", 1, 8.4),
+    ]
+    assert report.paired_ratios(measurements, "sora_async+uvloop")[
+        ("recvonly", "VP8", "cpu_pct")
+    ] == pytest.approx([0.9, 1.05])
+    # the two loops against each other, pair by pair: 9/12 and 8.4/9.6
+    assert report.paired_ratios(measurements, "sora_async+uvloop", "sora_async")[
+        ("recvonly", "VP8", "cpu_pct")
+    ] == pytest.approx([0.75, 0.875])
+    text = report.markdown(
+        measurements,
+        {"date": "today", "loop": "both"},
+        {"scale_largest_n": {"sora_sdk": 25, "sora_async": 25, "sora_async+uvloop": 50}},
+    )
+    assert "sora_async on asyncio and on uvloop" in text
+    tables = [line for line in text.splitlines() if line.startswith("| recvonly | VP8 | CPU % |")]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in tables]
+    # medians: sora_sdk 9.0, sora_async 10.8, on uvloop 8.7
+    assert cells[0][3:7] == ["9.0", "10.8", "1.20x", "1.20–1.20x"]
+    assert cells[0][-1] == "ratio ≤ 1.0x (miss)"
+    assert cells[1][3:7] == ["9.0", "8.7", "0.97x", "0.90–1.05x"]
+    assert cells[1][-1] == "ratio ≤ 1.0x (ok)"
+    assert cells[2] == ["recvonly", "VP8", "CPU %", "10.8", "8.7", "0.81x", "0.75–0.88x"]
+    assert "| scenario | case | metric | sora_sdk | sora_async+uvloop | async/sdk |" in text
+    assert "- scale: largest N with every connection ≥ 25 fps: sora_sdk 25, sora_async 25 " in text
+    assert "sora_sdk 25, sora_async+uvloop 50 (target ≥ 2x official: ok)" in text
+    assert (
+        "| scenario | case | sora_sdk: CPU % by thread | sora_async: CPU % by thread "
+        "| sora_async+uvloop: CPU % by thread |" in text
+    )
+    # a run of one sora_async client (asyncio, or --loop uvloop) has one table, no loop table
+    single = [m for m in measurements if m["client"] != "sora_async"]
+    text = report.markdown(single, {"date": "today", "loop": "uvloop"})
+    assert len([line for line in text.splitlines() if "| CPU % |" in line]) == 1
+    assert "uvloop/asyncio" not in text
+
+
+def test_each_repetition_runs_every_client_of_the_loop_choice_in_turn() -> None:
+    from bench import run
+
+    settings = run.settings_from(run.parse_args(["--quick", "--loop", "both"]))
+    assert run.alternate(settings) == [
+        (0, "sora_sdk"),
+        (0, "sora_async"),
+        (0, "sora_async+uvloop"),
+        (1, "sora_sdk"),  # the two loops swap places every other repetition
+        (1, "sora_async+uvloop"),
+        (1, "sora_async"),
+    ]
+    settings = run.settings_from(run.parse_args(["--reps", "1", "--loop", "uvloop"]))
+    assert run.alternate(settings) == [(0, "sora_sdk"), (0, "sora_async+uvloop")]
+    settings = run.settings_from(run.parse_args(["--reps", "1"]))
+    assert run.alternate(settings) == [(0, "sora_sdk"), (0, "sora_async")]
