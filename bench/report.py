@@ -213,9 +213,12 @@ def _fmt(metric: Metric, value: float | None) -> str:
     return "–" if value is None else metric.fmt.format(value)
 
 
-def rows(measurements: Sequence[Mapping[str, Any]], ours: str = ASYNC) -> list[list[str]]:
+def rows(
+    measurements: Sequence[Mapping[str, Any]], ours: str = ASYNC, *, raw: bool = True
+) -> list[list[str]]:
     """Table rows, one per (scenario, case, metric), in the columns of :func:`header`:
-    sora_sdk against ``ours`` (one of :data:`OURS`)."""
+    sora_sdk against ``ours`` (one of :data:`OURS`); the PyAV floor's own rows (the
+    ``raw`` scenario) too, unless ``raw`` is False."""
     table = medians(measurements)
     paired = paired_ratios(measurements, ours)
     cases = _cases(measurements)
@@ -224,6 +227,8 @@ def rows(measurements: Sequence[Mapping[str, Any]], ours: str = ASYNC) -> list[l
         for case in cases.get(scenario, []):
             for metric in metrics:
                 if scenario == "raw":
+                    if not raw:
+                        continue
                     value = table.get((scenario, case, PYAV, metric.key))
                     if value is None:
                         continue
@@ -428,7 +433,9 @@ def markdown(
     for client in ours:
         if len(ours) > 1:
             parts += ["", f"{client} against sora_sdk ({LOOP_NAMES[client]}):"]
-        parts += ["", markdown_table(header(client), rows(measurements, client))]
+        # the PyAV floor's rows once, in the first table
+        table = rows(measurements, client, raw=client == ours[0])
+        parts += ["", markdown_table(header(client), table)]
         lines = summary_lines(extra or {}, client)
         if lines:
             parts += ["", *lines]

@@ -264,6 +264,7 @@ def test_cpu_traces_sample_a_process_and_the_machines_steal() -> None:
     process = support.CpuTrace.of_process(os.getpid())
     steal = support.CpuTrace(support.steal_seconds)
     start = time.monotonic()
+    cpu0 = time.process_time()
     process.sample()
     steal.sample()
     burn_until = time.thread_time() + 0.2
@@ -271,10 +272,14 @@ def test_cpu_traces_sample_a_process_and_the_machines_steal() -> None:
         pass
     process.sample()
     steal.sample()
+    cpu1 = time.process_time()
     end = time.monotonic()
+    # the trace reads this process's CPU time as process_time() does, in clock ticks (the
+    # wall time around it, and so its percent, stretches with the host's steal)
+    read = process.samples[-1][1] - process.samples[0][1]
+    assert abs(read - (cpu1 - cpu0)) <= 3 / os.sysconf("SC_CLK_TCK")
     busy = process.percent(start, end)
-    # this process ran the whole window (its CPU counted in clock ticks)
-    assert busy is not None and 50 <= busy <= 150
+    assert busy is not None and busy > 0
     first, last = steal.samples[0][1], steal.samples[-1][1]
     stolen = steal.percent(start, end)
     # /proc/stat's steal: a counter that only grows, at most all cores' time
@@ -383,6 +388,7 @@ def test_both_event_loops_get_a_table_each_against_the_same_official_runs() -> N
         }
 
     measurements = [
+        {"scenario": "raw", "case": "VP8", "client": "pyav", "rep": 0, "metrics": {"dec_ms": 2.0}},
         run("sora_sdk", 0, 10.0, thread_cpu_pct={"DecodingQueue": 4.0}),
         run("sora_async", 0, 12.0),
         run("sora_async+uvloop", 0, 9.0, thread_cpu_pct={"MainThread": 2.5}),
@@ -411,6 +417,9 @@ def test_both_event_loops_get_a_table_each_against_the_same_official_runs() -> N
     assert cells[1][3:7] == ["9.0", "8.7", "0.97x", "0.90–1.05x"]
     assert cells[1][-1] == "ratio ≤ 1.0x (ok)"
     assert cells[2] == ["recvonly", "VP8", "CPU %", "10.8", "8.7", "0.81x", "0.75–0.88x"]
+    # the floor: in both tables' per-frame rows, its own rows in the first table only
+    assert text.count("| raw | VP8 | decode+BGR ms/frame |") == 1
+    assert text.count("| 2.00 |") == 3
     assert "| scenario | case | metric | sora_sdk | sora_async+uvloop | async/sdk |" in text
     assert "- scale: largest N with every connection ≥ 25 fps: sora_sdk 25, sora_async 25 " in text
     assert "sora_sdk 25, sora_async+uvloop 50 (target ≥ 2x official: ok)" in text
