@@ -3,10 +3,12 @@
 uvloop is optional (``pip install uvloop``) and never required. Importing
 ``sora_async`` never changes the event loop policy: only :func:`run` (and the
 ``sora-async`` command and the demo, which use it) pick uvloop, for the loop
-they create. aiortc, aioice and sora_async's engine work unchanged on it; it
-mainly makes the per-packet and per-frame work of the event loop cheaper
-(measured here: 10 receiving connections in one process, 25.3 % → 22.8 % of a
-core; one 640x480 VP8 sender 11.9 % → 11.2 %).
+they create (``pip install "sora_async[uvloop]"``; the ``cli`` extra has it too).
+aiortc, aioice and sora_async's engine work unchanged on it. It makes the event
+loop's own work per readiness event cheaper, and libuv reads a readable socket
+until it is empty: in the benchmarks, run by run against asyncio's loop on a
+2-core machine, 4-29 % more DataChannel messages a second and about 4 % less
+CPU to receive video; sending costs the same (``bench/README.md``).
 
 ``SORA_ASYNC_UVLOOP=0`` in the environment turns the automatic choice off.
 
