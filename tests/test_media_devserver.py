@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import statistics
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -187,4 +188,9 @@ async def test_a_consumer_sleeping_1s_per_frame_for_30s_grows_memory_by_less_tha
         await audio_sink.close()
     assert grown < 50 * 2**20
     assert video_sink.frames_received > 600  # the track was drained all along
-    assert max(staleness) < 0.5  # what a slow consumer gets is the newest frame
+    # What a slow consumer gets is the newest frame: a sink that served queued frames would
+    # hand over one about 1 s old every time (the consumer takes one a second). The rest is
+    # the pipeline's own latency, which a loaded host stretches now and then (0.83 s once,
+    # with the machine's steal high): a few such samples are no queue.
+    assert statistics.median(staleness) < 0.25
+    assert sum(age >= 0.5 for age in staleness) <= len(staleness) // 10
