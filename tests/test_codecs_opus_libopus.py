@@ -263,12 +263,17 @@ class _CountingChanged(Changed):
         return await super().wait_for(predicate, timeout)
 
 
-@pytest.mark.parametrize("lead_chunks", [3, 6])
+@pytest.mark.parametrize("lead_chunks", [4, 6])
 async def test_a_real_time_producer_costs_recv_one_wait_per_frame(lead_chunks: int) -> None:
-    """A producer writing 10 ms every 10 ms, 30 ms (within the early window: the data
+    """A producer writing 10 ms every 10 ms, 40 ms (within the early window: the data
     is waited for) or 60 ms (a backlog: the clock is waited for) ahead of the clock:
     one wait per frame either way, never both a timer and a write's wake-up, and the
-    writes between do not wake recv()."""
+    writes between do not wake recv().
+
+    The first recv() takes 20 ms of the lead, so the producer may be 20 ms late before
+    a frame goes out as silence. With 30 ms (10 ms of slack) one write late by a
+    loaded host's scheduling did that once; the early window is 40 ms, so 40 ms of
+    lead still has recv() wait for the data."""
     source = AudioSource(1, 48000)
     counting = _CountingChanged()
     source._paced = counting
