@@ -3,7 +3,8 @@
 One :class:`BandwidthEstimator` per transport. Its inputs:
 
 * transport-cc feedback (:meth:`on_packet_results`), when the offer negotiated
-  transport-cc: packets are grouped into 5 ms send bursts; the growth of the
+  transport-cc: packets are grouped into 5 ms send bursts (with the arrival
+  bursts that follow them, see :class:`TrendlineDetector`); the growth of the
   one-way delay between groups feeds a trendline filter (linear regression of
   the smoothed accumulated delay over the last 20 groups, as
   ``TrendlineEstimator``) compared with an adaptive threshold
@@ -47,6 +48,12 @@ logger = logging.getLogger("sora_async.rtc")
 MIN_BITRATE = 30_000
 #: Send bursts closer than this form one group (libwebrtc ``kBurstDeltaThresholdMs``).
 BURST_TIME = 0.005
+#: A burst of arrivals joins the group before it for at most this long
+#: (``kMaxBurstDuration``).
+MAX_BURST_DURATION = 0.1
+#: After this many packets in a row close a group that arrived before the one sent
+#: ahead of it, the grouping starts over (``kReorderedResetThreshold``).
+REORDERED_RESET = 3
 #: Trendline parameters (``TrendlineEstimatorSettings``).
 WINDOW = 20
 #: libwebrtc waits for a full window; with no probing this client starts at its
@@ -82,12 +89,23 @@ class Usage:
 class _Group:
     first_send: float
     last_send: float
+    first_arrival: float
     last_arrival: float
     size: int
 
 
 class TrendlineDetector:
-    """Delay-gradient trendline with an adaptive threshold (libwebrtc's GCC)."""
+    """Delay-gradient trendline with an adaptive threshold (libwebrtc's GCC).
+
+    Packets are grouped as libwebrtc's ``InterArrivalDelta`` does: a group is what
+    was sent within :data:`BURST_TIME`, plus what arrives in a burst right after it
+    (within :data:`BURST_TIME` of the group's last arrival and earlier than its
+    send spacing says, at most :data:`MAX_BURST_DURATION` after the group's first
+    arrival). A receiver that stalls and then takes a backlog of packets at once
+    (a busy host's event loop, a Wi-Fi driver) thus shows one late group instead
+    of a delay spike followed by a run of negative ones, which the trendline
+    would read as overuse and then underuse.
+    """
 
     def __init__(self) -> None:
         self.state = Usage.NORMAL
@@ -95,6 +113,7 @@ class TrendlineDetector:
         self.trend = 0.0
         self._group: _Group | None = None
         self._previous: _Group | None = None
+        self._reordered = 0
         self._accumulated = 0.0
         self._smoothed = 0.0
         self._first_arrival: float | None = None
@@ -106,23 +125,53 @@ class TrendlineDetector:
         self._previous_trend = 0.0
 
     def update(self, result: PacketResult) -> None:
-        if result.arrival is None:
+        """One acknowledged packet; feed them in arrival order (as libwebrtc sorts a
+        feedback's packets by receive time)."""
+        arrival = result.arrival
+        if arrival is None:
             return
+        send = result.send_time
         group = self._group
         if group is None:
-            self._group = _Group(result.send_time, result.send_time, result.arrival, result.size)
+            self._group = _Group(send, send, arrival, arrival, result.size)
             return
-        if result.send_time - group.first_send <= BURST_TIME:
-            group.last_send = max(group.last_send, result.send_time)
-            group.last_arrival = max(group.last_arrival, result.arrival)
+        if send < group.first_send:
+            return  # sent before the group it arrived in: reordered, no delta from it
+        if self._belongs_to(group, send, arrival):
+            group.last_send = max(group.last_send, send)
+            group.last_arrival = arrival
             group.size += result.size
             return
-        if self._previous is not None:
-            send_delta = group.last_send - self._previous.last_send
-            arrival_delta = group.last_arrival - self._previous.last_arrival
+        previous = self._previous
+        if previous is not None:
+            send_delta = group.last_send - previous.last_send
+            arrival_delta = group.last_arrival - previous.last_arrival
+            if arrival_delta < 0:
+                # the group arrived before the one sent ahead of it: reordered on the
+                # way; this packet is dropped, and a run of them starts the grouping over
+                self._reordered += 1
+                if self._reordered >= REORDERED_RESET:
+                    self._reordered = 0
+                    self._group = self._previous = None
+                return
+            self._reordered = 0
             self._on_delta(arrival_delta - send_delta, group.last_arrival)
         self._previous = group
-        self._group = _Group(result.send_time, result.send_time, result.arrival, result.size)
+        self._group = _Group(send, send, arrival, arrival, result.size)
+
+    @staticmethod
+    def _belongs_to(group: _Group, send: float, arrival: float) -> bool:
+        send_delta = send - group.last_send
+        if send_delta == 0:
+            return True
+        arrival_delta = arrival - group.last_arrival
+        if (
+            arrival_delta - send_delta < 0
+            and arrival_delta <= BURST_TIME
+            and arrival - group.first_arrival < MAX_BURST_DURATION
+        ):
+            return True
+        return send - group.first_send <= BURST_TIME
 
     def _on_delta(self, delay_delta: float, arrival: float) -> None:
         self._deltas = min(self._deltas + 1, 1000)
@@ -168,6 +217,10 @@ class TrendlineDetector:
         self.threshold += k * (abs(modified) - self.threshold) * elapsed_ms
         self.threshold = min(max(self.threshold, 6.0), 600.0)
         self._last_update = now
+
+
+def _first(pair: tuple[float, PacketResult]) -> float:
+    return pair[0]
 
 
 def _slope(points: Iterable[tuple[float, float]]) -> float:
@@ -227,12 +280,12 @@ class BandwidthEstimator:
         if not results:
             return
         now = self._clock()
-        for result in results:
-            self._reported += 1
-            if result.arrival is None:
-                self._lost += 1
-                continue
-            self._acked.append((result.arrival, result.size))
+        self._reported += len(results)
+        received = [(r.arrival, r) for r in results if r.arrival is not None]
+        self._lost += len(results) - len(received)
+        received.sort(key=_first)
+        for arrival, result in received:
+            self._acked.append((arrival, result.size))
             self.detector.update(result)
         if self._acked:
             newest = self._acked[-1][0]
