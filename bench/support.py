@@ -405,6 +405,26 @@ def rate_between(
     return (float(a) - float(b)) / seconds
 
 
+def send_result(
+    before: dict[str, Any], after: dict[str, Any], cpu: float, seconds: float
+) -> dict[str, Any]:
+    """Sender metrics from two ``outbound-rtp`` snapshots ``seconds`` apart (either client)."""
+    kbps = rate_between(before, after, "bytesSent", seconds)
+    return {
+        "cpu_pct": cpu,
+        "fps": rate_between(before, after, "framesEncoded", seconds),
+        "kbps": kbps * 8 / 1000 if kbps is not None else None,
+        "width": after.get("frameWidth"),
+        "height": after.get("frameHeight"),
+        "encoder": after.get("encoderImplementation"),
+        "seconds": seconds,
+        # MAINTAIN_RESOLUTION lowers the frame rate on "cpu" or "bandwidth": a client
+        # that sent fewer frames says here why
+        "quality_limitation": after.get("qualityLimitationReason"),
+        "quality_limitation_s": after.get("qualityLimitationDurations"),
+    }
+
+
 # --- worker plumbing ---------------------------------------------------------------------------
 
 

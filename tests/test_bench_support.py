@@ -67,6 +67,32 @@ def test_stats_with_bare_infinity() -> None:
     assert support.outbound_video(stats)["s"] == "-inf"
 
 
+def test_send_result_rates_and_why_fewer_frames_were_sent() -> None:
+    before = {"bytesSent": 1_000, "framesEncoded": 10}
+    after = {
+        "bytesSent": 501_000,
+        "framesEncoded": 130,
+        "frameWidth": 640,
+        "frameHeight": 480,
+        "encoderImplementation": "libvpx",
+        "qualityLimitationReason": "bandwidth",
+        "qualityLimitationDurations": {"bandwidth": 1.5, "cpu": 0, "none": 2.5, "other": 0},
+    }
+    result = support.send_result(before, after, 12.5, 4.0)
+    assert result == {
+        "cpu_pct": 12.5,
+        "fps": 30.0,
+        "kbps": 1000.0,
+        "width": 640,
+        "height": 480,
+        "encoder": "libvpx",
+        "seconds": 4.0,
+        "quality_limitation": "bandwidth",
+        "quality_limitation_s": {"bandwidth": 1.5, "cpu": 0, "none": 2.5, "other": 0},
+    }
+    assert support.send_result({}, {}, 1.0, 4.0)["fps"] is None
+
+
 def test_markdown_table_medians_ratios_and_floor() -> None:
     def measurement(client: str, rep: int, scenario: str = "sendonly", **metrics: float) -> dict:
         return {

@@ -175,7 +175,7 @@ async def task_send_video(cfg: dict[str, Any], control: AsyncControl) -> dict[st
             await control.sleep(float(measure))
             cpu, seconds, threads = window.percent(), window.elapsed(), window.by_thread()
             after = await video_stats(conn)
-            result = send_result(before, after, cpu, seconds)
+            result = support.send_result(before, after, cpu, seconds)
             result[support.THREAD_CPU] = threads
         else:
             await control.sleep(float(cfg.get("max_s", 600)))
@@ -188,21 +188,6 @@ async def task_send_video(cfg: dict[str, Any], control: AsyncControl) -> dict[st
         video.stop()
         if audio is not None:
             audio.stop()
-
-
-def send_result(
-    before: dict[str, Any], after: dict[str, Any], cpu: float, seconds: float
-) -> dict[str, Any]:
-    kbps = support.rate_between(before, after, "bytesSent", seconds)
-    return {
-        "cpu_pct": cpu,
-        "fps": support.rate_between(before, after, "framesEncoded", seconds),
-        "kbps": kbps * 8 / 1000 if kbps is not None else None,
-        "width": after.get("frameWidth"),
-        "height": after.get("frameHeight"),
-        "encoder": after.get("encoderImplementation"),
-        "seconds": seconds,
-    }
 
 
 async def task_recv_video(cfg: dict[str, Any], control: AsyncControl) -> dict[str, Any]:

@@ -220,7 +220,7 @@ def task_send_video(cfg: dict[str, Any], control: Control) -> dict[str, Any]:
             control.stop.wait(float(measure))
             cpu, seconds, threads = window.percent(), window.elapsed(), window.by_thread()
             after = support.outbound_video(client.stats())
-            result = send_result(before, after, cpu, seconds)
+            result = support.send_result(before, after, cpu, seconds)
             result[support.THREAD_CPU] = threads
         else:
             control.stop.wait(float(cfg.get("max_s", 600)))
@@ -231,25 +231,6 @@ def task_send_video(cfg: dict[str, Any], control: Control) -> dict[str, Any]:
     finally:
         for p in pacers:
             p.close()
-
-
-def send_result(
-    before: dict[str, Any], after: dict[str, Any], cpu: float, seconds: float
-) -> dict[str, Any]:
-    """Sender metrics from two ``outbound-rtp`` snapshots ``seconds`` apart."""
-    kbps = support.rate_between(before, after, "bytesSent", seconds)
-    return {
-        "cpu_pct": cpu,
-        "fps": support.rate_between(before, after, "framesEncoded", seconds),
-        "kbps": kbps * 8 / 1000 if kbps is not None else None,
-        "width": after.get("frameWidth"),
-        "height": after.get("frameHeight"),
-        "encoder": after.get("encoderImplementation"),
-        "seconds": seconds,
-        # libwebrtc lowers the frame rate (MAINTAIN_RESOLUTION) on "cpu" or "bandwidth"
-        "quality_limitation": after.get("qualityLimitationReason"),
-        "quality_limitation_s": after.get("qualityLimitationDurations"),
-    }
 
 
 class VideoProbe:
