@@ -54,6 +54,10 @@ MAX_BURST_DURATION = 0.1
 #: After this many packets in a row close a group that arrived before the one sent
 #: ahead of it, the grouping starts over (``kReorderedResetThreshold``).
 REORDERED_RESET = 3
+#: Arrival times that moved this much (s) further than the local clock between two
+#: groups mean the receiver's clock jumped: the grouping starts over
+#: (``kArrivalTimeOffsetThreshold``).
+ARRIVAL_OFFSET_RESET = 3.0
 #: Trendline parameters (``TrendlineEstimatorSettings``).
 WINDOW = 20
 #: libwebrtc waits for a full window; with no probing this client starts at its
@@ -92,6 +96,8 @@ class _Group:
     first_arrival: float
     last_arrival: float
     size: int
+    #: local time the group's last packet was reported (feedback processing time)
+    last_local: float
 
 
 class TrendlineDetector:
@@ -104,7 +110,10 @@ class TrendlineDetector:
     arrival). A receiver that stalls and then takes a backlog of packets at once
     (a busy host's event loop, a Wi-Fi driver) thus shows one late group instead
     of a delay spike followed by a run of negative ones, which the trendline
-    would read as overuse and then underuse.
+    would read as overuse and then underuse. A packet sent before its group began
+    is dropped, a group that arrived before the one sent ahead of it gives no
+    sample, and arrival times that jump :data:`ARRIVAL_OFFSET_RESET` beyond the
+    local clock (the receiver's clock was reset) start the grouping over.
     """
 
     def __init__(self) -> None:
@@ -124,16 +133,18 @@ class TrendlineDetector:
         self._last_update: float | None = None
         self._previous_trend = 0.0
 
-    def update(self, result: PacketResult) -> None:
-        """One acknowledged packet; feed them in arrival order (as libwebrtc sorts a
-        feedback's packets by receive time)."""
+    def update(self, result: PacketResult, now: float | None = None) -> None:
+        """One acknowledged packet, reported at local time ``now`` (the arrival if
+        None); feed them in arrival order (as libwebrtc sorts a feedback's packets by
+        receive time)."""
         arrival = result.arrival
         if arrival is None:
             return
+        local = arrival if now is None else now
         send = result.send_time
         group = self._group
         if group is None:
-            self._group = _Group(send, send, arrival, arrival, result.size)
+            self._group = _Group(send, send, arrival, arrival, result.size, local)
             return
         if send < group.first_send:
             return  # sent before the group it arrived in: reordered, no delta from it
@@ -141,11 +152,18 @@ class TrendlineDetector:
             group.last_send = max(group.last_send, send)
             group.last_arrival = arrival
             group.size += result.size
+            group.last_local = local
             return
         previous = self._previous
         if previous is not None:
             send_delta = group.last_send - previous.last_send
             arrival_delta = group.last_arrival - previous.last_arrival
+            if arrival_delta - (group.last_local - previous.last_local) >= ARRIVAL_OFFSET_RESET:
+                # the receiver's clock jumped ahead (a feedback sender restarted its
+                # reference time): no delay sample spans the jump
+                self._reordered = 0
+                self._group = self._previous = None
+                return
             if arrival_delta < 0:
                 # the group arrived before the one sent ahead of it: reordered on the
                 # way; this packet is dropped, and a run of them starts the grouping over
@@ -157,7 +175,7 @@ class TrendlineDetector:
             self._reordered = 0
             self._on_delta(arrival_delta - send_delta, group.last_arrival)
         self._previous = group
-        self._group = _Group(send, send, arrival, arrival, result.size)
+        self._group = _Group(send, send, arrival, arrival, result.size, local)
 
     @staticmethod
     def _belongs_to(group: _Group, send: float, arrival: float) -> bool:
@@ -286,7 +304,7 @@ class BandwidthEstimator:
         received.sort(key=_first)
         for arrival, result in received:
             self._acked.append((arrival, result.size))
-            self.detector.update(result)
+            self.detector.update(result, now)
         if self._acked:
             newest = self._acked[-1][0]
             while self._acked and self._acked[0][0] < newest - ACKED_WINDOW:
