@@ -14,10 +14,16 @@ from collections.abc import Callable
 import pytest
 from aiortc.rtp import RtcpRrPacket
 
-from sora_async.rtc.congestion import BandwidthEstimator, TransportCongestion, Usage
+from sora_async.rtc.congestion import (
+    BandwidthEstimator,
+    TransportCongestion,
+    TrendlineDetector,
+    Usage,
+)
 from sora_async.rtc.pacer import BURST_INTERVAL, MAX_BURST_BYTES, PACING_FACTOR, Pacer
 from sora_async.rtc.twcc import (
     FeedbackRecorder,
+    PacketResult,
     SendHistory,
     build_feedback,
     is_rtcp,
@@ -215,9 +221,6 @@ def test_a_jump_of_the_receivers_clock_is_not_a_delay_change(jump: float) -> Non
 
 
 def test_reordered_groups_give_no_delay_sample_and_a_run_of_them_restarts_grouping() -> None:
-    from sora_async.rtc.congestion import TrendlineDetector
-    from sora_async.rtc.twcc import PacketResult
-
     detector = TrendlineDetector()
     for i, send in enumerate([0.0, 0.033, 0.066, 0.1]):
         detector.update(PacketResult(i, send, 1000, send + 0.02))

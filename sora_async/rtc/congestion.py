@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import operator
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -161,21 +162,24 @@ class TrendlineDetector:
             if arrival_delta - (group.last_local - previous.last_local) >= ARRIVAL_OFFSET_RESET:
                 # the receiver's clock jumped ahead (a feedback sender restarted its
                 # reference time): no delay sample spans the jump
-                self._reordered = 0
-                self._group = self._previous = None
+                self._restart_grouping()
                 return
             if arrival_delta < 0:
                 # the group arrived before the one sent ahead of it: reordered on the
                 # way; this packet is dropped, and a run of them starts the grouping over
                 self._reordered += 1
                 if self._reordered >= REORDERED_RESET:
-                    self._reordered = 0
-                    self._group = self._previous = None
+                    self._restart_grouping()
                 return
             self._reordered = 0
             self._on_delta(arrival_delta - send_delta, group.last_arrival)
         self._previous = group
         self._group = _Group(send, send, arrival, arrival, result.size, local)
+
+    def _restart_grouping(self) -> None:
+        """libwebrtc's ``InterArrivalDelta::Reset``: the trendline keeps its history."""
+        self._reordered = 0
+        self._group = self._previous = None
 
     @staticmethod
     def _belongs_to(group: _Group, send: float, arrival: float) -> bool:
@@ -235,10 +239,6 @@ class TrendlineDetector:
         self.threshold += k * (abs(modified) - self.threshold) * elapsed_ms
         self.threshold = min(max(self.threshold, 6.0), 600.0)
         self._last_update = now
-
-
-def _first(pair: tuple[float, PacketResult]) -> float:
-    return pair[0]
 
 
 def _slope(points: Iterable[tuple[float, float]]) -> float:
@@ -301,7 +301,7 @@ class BandwidthEstimator:
         self._reported += len(results)
         received = [(r.arrival, r) for r in results if r.arrival is not None]
         self._lost += len(results) - len(received)
-        received.sort(key=_first)
+        received.sort(key=operator.itemgetter(0))
         for arrival, result in received:
             self._acked.append((arrival, result.size))
             self.detector.update(result, now)
