@@ -79,6 +79,42 @@ async def test_sora_async_sender_runs_on_transport_cc_feedback() -> None:
     assert any(line.endswith(" transport-cc") for line in answers[0].splitlines())
 
 
+async def test_sora_async_sender_probes_from_300_kbps_to_its_maximum() -> None:
+    """libwebrtc's start (``sora_async.rtc.probing``): the estimate starts at 300 kbps,
+    the first video packets are followed by probe clusters of RTX padding, and the
+    dev server's feedback on them takes the estimate to the senders' maximum within
+    a few round trips of feedback (the official client: within about a second)."""
+    async with DevServer(transport_cc=True) as server:
+        sender = Connection(
+            server.signaling_url,
+            "sendonly",
+            "probe",
+            video_codec_type="VP8",
+            video_bit_rate=2000,
+            audio=False,
+            video_source=PatternTrack(640, 360, fps=30),
+        )
+        async with asyncio.timeout(30), sender:
+            peer = sender._peer
+            assert peer is not None
+            congestion = peer.congestion
+            assert congestion.can_probe and congestion.estimator.start_bitrate == 300_000
+            started = asyncio.get_running_loop().time()
+            estimates: list[tuple[float, int | None]] = []
+            while (congestion.estimate or 0) < 0.9 * 2_000_000:
+                estimates.append((asyncio.get_running_loop().time() - started, congestion.estimate))
+                assert len(estimates) < 100, estimates  # 5 s
+                await asyncio.sleep(0.05)
+            print(estimates)
+            assert estimates[0][1] is not None and estimates[0][1] <= 300_000, estimates
+            assert congestion.probe_bytes_sent > 0
+            assert not congestion.prober.pending
+            stats = await sender.get_stats()
+            (outbound,) = of_type(stats, "outbound-rtp", "video")
+            assert outbound["targetBitrate"] >= 0.9 * 2_000_000
+            assert congestion.estimator.loss_fraction < 0.1
+
+
 async def test_without_transport_cc_remb_and_loss_drive_the_estimate(
     sora_devserver: DevServer,
 ) -> None:

@@ -14,7 +14,9 @@ One :class:`BandwidthEstimator` per transport. Its inputs:
   loss fraction;
 * REMB (:meth:`on_remb`): the receiver's own delay-based estimate, a cap;
 * receiver reports (:meth:`on_loss_report`): the loss fraction where there is
-  no transport-cc.
+  no transport-cc;
+* probe results (:meth:`on_probe_result`, :mod:`.probing`): the measured rate of a
+  burst of padding, taken as the estimate.
 
 The loss-based part is libwebrtc's classic ``SendSideBandwidthEstimation``:
 under 2 % loss +8 % (at most once per second, and not beyond 1.5 x the
@@ -34,6 +36,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .pacer import BURST_WINDOW, Pacer
+from .probing import (
+    CLUSTER_HISTORY,
+    START_BITRATE,
+    ProbeBitrateEstimator,
+    ProbeCluster,
+    ProbeController,
+)
 from .twcc import (
     Feedback,
     FeedbackRecorder,
@@ -61,9 +70,9 @@ REORDERED_RESET = 3
 ARRIVAL_OFFSET_RESET = 3.0
 #: Trendline parameters (``TrendlineEstimatorSettings``).
 WINDOW = 20
-#: libwebrtc waits for a full window; with no probing this client starts at its
-#: maximum, so the trend is computed from a few groups on (a queue that fills
-#: within the first window would otherwise go unseen).
+#: libwebrtc waits for a full window; a transport that cannot probe (no RTX to pad
+#: with) starts at its maximum, so the trend is computed from a few groups on (a
+#: queue that fills within the first window would otherwise go unseen).
 MIN_POINTS = 5
 SMOOTHING = 0.9
 THRESHOLD_GAIN = 4.0
@@ -317,6 +326,17 @@ class BandwidthEstimator:
     def on_remb(self, bitrate: int) -> None:
         self.remb = int(bitrate)
 
+    def on_probe_result(self, bitrate: float, now: float | None = None) -> None:
+        """A probe cluster's measured rate (:mod:`.probing`) becomes the estimate,
+        delay- and loss-based, up or down, unless the link is overusing
+        (libwebrtc: ``AimdRateControl::SetEstimate``, ``SetSendBitrate``)."""
+        if self.detector.state == Usage.OVERUSE:
+            return
+        now = self._clock() if now is None else now
+        rate = min(max(float(bitrate), self.min_bitrate), self.max_bitrate)
+        self.delay_based = self.loss_based = rate
+        self._last_increase = now
+
     def on_loss_report(self, fraction: float, *, now: float | None = None) -> None:
         """Loss fraction (0..1) over the last report interval."""
         now = self._clock() if now is None else now
@@ -492,10 +512,15 @@ class TransportCongestion:
     * receive side: :meth:`on_rtp` records transport sequence numbers and
       :meth:`feedback` turns them into feedback packets (every ~100 ms);
     * padding (:meth:`padding_due`): up to :attr:`padding_bitrate` within the
-      estimate, for simulcast senders with a layer turned off.
+      estimate, for simulcast senders with a layer turned off;
+    * probing (:mod:`.probing`): where transport-cc was negotiated and the peer can
+      pad (:attr:`can_probe`: a video sender with RTX), the estimate starts at
+      :data:`~.probing.START_BITRATE` and probe clusters (:meth:`probe_due`, sent by
+      the peer) find the link's rate within a few feedback round trips.
 
-    :attr:`estimate` is None until a congestion signal arrived: until then the
-    encoders keep their configured maximum bit rates (as before REMB).
+    Without probing, :attr:`estimate` is None until a congestion signal arrived:
+    until then the encoders keep their configured maximum bit rates (as before
+    REMB).
     """
 
     #: Feedback interval (libwebrtc sends one per 50-250 ms depending on rate).
@@ -520,22 +545,71 @@ class TransportCongestion:
         self.padding_bytes_sent = 0
         self._padding_budget = 0.0
         self._padding_time: float | None = None
+        #: set by the peer: a video sender can send padding (RTX) for probe clusters
+        self.can_probe = False
+        self.prober = ProbeController()
+        self.probe_estimator = ProbeBitrateEstimator()
+        #: the cluster being sent: what :meth:`stamp` stamps belongs to it
+        self.sending_cluster: ProbeCluster | None = None
+        self._clusters: dict[int, ProbeCluster] = {}
+        self.probe_bytes_sent = 0
 
     # --- configuration ---------------------------------------------------------
 
     def configure(self, max_bitrate: int) -> None:
-        """The sum of the senders' maximum bit rates: the estimate's ceiling, and its
-        start (this client does not probe: it starts high and backs off on overuse)."""
+        """The sum of the senders' maximum bit rates: the estimate's ceiling. Where
+        the transport can probe (:attr:`can_probe` and transport-cc), the estimate
+        starts at :data:`~.probing.START_BITRATE` and probing begins; otherwise it
+        starts at the ceiling and backs off on overuse, loss or REMB."""
         max_bitrate = max(int(max_bitrate), MIN_BITRATE)
-        if max_bitrate == self.max_bitrate:
+        probing = self.can_probe and self.extension_id is not None
+        if max_bitrate == self.max_bitrate and (not probing or self.prober.state != "init"):
             return
         self.max_bitrate = max_bitrate
         estimator = self.estimator
         estimator.max_bitrate = max_bitrate
-        if not self.signalled:
+        now = self._clock()
+        if probing and self.prober.state == "init":
+            if not self.signalled:
+                start = float(min(START_BITRATE, max_bitrate))
+                estimator.loss_based = estimator.start_bitrate = start
+                self.signalled = True
+            self.prober.start(estimator.target, max_bitrate, now)
+        elif probing:
+            self.prober.on_max_bitrate(max_bitrate, estimator.target, now)
+        elif not self.signalled:
             estimator.loss_based = float(max_bitrate)
             estimator.start_bitrate = float(max_bitrate)
         self.pacer.set_target(self.estimate or max_bitrate)
+
+    # --- probing ---------------------------------------------------------------------
+
+    def probe_due(self) -> ProbeCluster | None:
+        """The next probe cluster to send, if any (the peer sends it: :meth:`begin_probe`,
+        padding through :meth:`stamp`, :meth:`end_probe`)."""
+        prober = self.prober
+        if prober.state == "init":
+            return None
+        prober.tick(self._clock())
+        return prober.pending[0] if prober.pending else None
+
+    def begin_probe(self, cluster: ProbeCluster) -> None:
+        cluster.started = self._clock()
+        self.sending_cluster = cluster
+        self._clusters[cluster.id] = cluster
+
+    def end_probe(self, cluster: ProbeCluster) -> None:
+        self.sending_cluster = None
+        now = self._clock()
+        self.prober.cluster_sent(cluster, now)
+        # the estimator forgets clusters after CLUSTER_HISTORY; feedback can come later
+        old = [
+            key
+            for key, sent in self._clusters.items()
+            if sent.started is not None and now - sent.started > 2 * CLUSTER_HISTORY
+        ]
+        for key in old:
+            del self._clusters[key]
 
     @property
     def estimate(self) -> int | None:
@@ -560,7 +634,13 @@ class TransportCongestion:
         if self.extension_id is None:
             return data
         packet = bytearray(data)
-        sequence = self.history.next(self._clock(), len(data))
+        cluster = self.sending_cluster
+        if cluster is not None:
+            cluster.sent_bytes += len(data)
+            cluster.sent_packets += 1
+            sequence = self.history.next(self._clock(), len(data), cluster.id)
+        else:
+            sequence = self.history.next(self._clock(), len(data))
         if not stamp_transport_sequence(packet, self.extension_id, sequence):
             return data
         return bytes(packet)
@@ -616,8 +696,32 @@ class TransportCongestion:
         results = self.history.results(feedback)
         if results:
             self.feedback_seen = self.signalled = True
-            self.estimator.on_packet_results(results)
+            estimator = self.estimator
+            estimator.on_packet_results(results)
+            probed = self._probe_result(results) if self._clusters else None
+            if probed is not None:
+                estimator.on_probe_result(probed)
+            if self.prober.state == "waiting":
+                self.prober.on_estimate(estimator.target, self._clock())
             self._update_pacer()
+
+    def _probe_result(self, results: list[PacketResult]) -> float | None:
+        """The latest probe estimate these results complete (libwebrtc applies one per
+        feedback: ``FetchAndResetLastEstimatedBitrate``)."""
+        now = self._clock()
+        found = None
+        for result in results:
+            if result.cluster is None or result.arrival is None:
+                continue
+            cluster = self._clusters.get(result.cluster)
+            if cluster is None:
+                continue
+            rate = self.probe_estimator.on_packet(
+                cluster, result.sequence, result.send_time, result.size, result.arrival, now
+            )
+            if rate is not None:
+                found = rate
+        return found
 
     def on_remb(self, bitrate: int) -> None:
         self.signalled = True

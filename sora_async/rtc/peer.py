@@ -72,6 +72,7 @@ from . import stats as rtc_stats
 from ._workers import random_ssrc
 from .congestion import TransportCongestion, simulcast_limits, simulcast_padding
 from .pacer import PacedQueue
+from .probing import PROBE_DURATION, ProbeCluster
 from .receiver import FrameTransform, RemoteTrack, RtpReceiver
 from .sdp import (
     EXT_TRANSPORT_CC,
@@ -112,6 +113,12 @@ SEND_TICK_INTERVAL = 0.25
 #: Padding is sent in bursts this often, in packets of at least this many bytes.
 PADDING_INTERVAL = 0.02
 PADDING_MIN_BYTES = 100
+#: The most padding one packet carries (the padding length is one byte).
+PADDING_MAX = 255
+#: A probe cluster goes out in bursts this far apart (:meth:`RtcPeer._send_probe`).
+PROBE_STEP = 0.005
+#: A probe waiting for the first video packet looks again at most this long after.
+PROBE_RETRY_MAX = 0.5
 REPORT_INTERVAL = 1.0
 #: Silence on the transport (not even an ICE consent check; both sides send one
 #: every 4-6 s, RFC 7675) after which the session counts as failed. libwebrtc
@@ -958,13 +965,25 @@ class RtcPeer(AsyncIOEventEmitter):
                 await self._send_reports()
 
     async def _padding_loop(self) -> None:
-        """Padding-only RTX packets while the video sends less than the transport's
-        padding rate (simulcast with a layer off: see ``TransportCongestion.padding_due``)."""
+        """Padding-only RTX packets: the probe clusters (``TransportCongestion.probe_due``),
+        and padding while the video sends less than the transport's padding rate
+        (simulcast with a layer off: see ``TransportCongestion.padding_due``)."""
         congestion = self.congestion
+        retry = PADDING_INTERVAL
         while not self._closed:
+            cluster = congestion.probe_due()
+            if cluster is not None:
+                if self.connection_state == "connected" and await self._send_probe(cluster):
+                    retry = PADDING_INTERVAL
+                else:
+                    # Nothing to pad yet (padding follows the first video packet): look
+                    # again, less often while the source stays idle.
+                    await asyncio.sleep(retry)
+                    retry = min(2 * retry, PROBE_RETRY_MAX)
+                continue
             if congestion.padding_bitrate <= 0:
                 # Nothing to pad (the usual case: no simulcast layer off, or no video
-                # sender): no timer until _apply_estimate sets a padding rate.
+                # sender): no timer until _apply_estimate sets a padding rate or a probe.
                 self._padding_wanted.clear()
                 await self._padding_wanted.wait()
                 continue
@@ -981,6 +1000,42 @@ class RtcPeer(AsyncIOEventEmitter):
                         break
                     congestion.padding_sent(len(packet))
                     due -= len(packet)
+
+    async def _send_probe(self, cluster: ProbeCluster) -> bool:
+        """Send one probe cluster: padding at the cluster's rate for at least
+        ``PROBE_DURATION`` and its packet count, in bursts every ``PROBE_STEP``
+        (libwebrtc's prober sends one packet at a time; an event loop's timers are
+        too coarse for that, and the estimate uses the packets' real send times).
+        Media that leaves meanwhile counts in the cluster, as libwebrtc's does. False
+        when no sender can pad yet (no video packet sent)."""
+        transport = self.transport
+        video = [s for s in self.senders if s.kind == "video"]
+        first = next((p for s in video if (p := s.padding_packet(PADDING_MAX)) is not None), None)
+        if transport is None or first is None:
+            return False
+        congestion = self.congestion
+        congestion.begin_probe(cluster)
+        started = time.monotonic()
+        packet: bytes | None = first
+        try:
+            while not self._closed:
+                due = cluster.bytes_due(time.monotonic())
+                while packet is not None and (due > 0 or cluster.sent_packets == 0):
+                    data = congestion.stamp(packet)
+                    if transport.send_rtp_now(data) is None:
+                        await transport.send_rtp(data)
+                    congestion.probe_bytes_sent += len(data)
+                    due -= len(data)
+                    size = max(PADDING_MIN_BYTES, min(due, PADDING_MAX))
+                    packet = next((p for s in video if (p := s.padding_packet(size))), None)
+                if packet is None:
+                    break  # the senders went away
+                if cluster.complete and time.monotonic() - started >= PROBE_DURATION:
+                    break
+                await asyncio.sleep(PROBE_STEP)
+        finally:
+            congestion.end_probe(cluster)
+        return True
 
     def _sdes(self, ssrc: int) -> bytes:
         cname = self._cname.encode()
@@ -1002,6 +1057,7 @@ class RtcPeer(AsyncIOEventEmitter):
         audio = sum(layer.max_bitrate for s in senders if s.kind == "audio" for layer in s.layers)
         video = [s for s in senders if s.kind == "video"]
         video_max = sum(layer.max_bitrate for s in video for layer in s.layers if layer.active)
+        self.congestion.can_probe = any(s.codec.rtx_payload_type is not None for s in video)
         self.congestion.configure(audio + video_max)
         self.congestion.padding_bitrate = sum(
             simulcast_padding(
@@ -1017,7 +1073,7 @@ class RtcPeer(AsyncIOEventEmitter):
             for s in video
             if s.simulcast
         )
-        if self.congestion.padding_bitrate > 0:
+        if self.congestion.padding_bitrate > 0 or self.congestion.prober.pending:
             self._padding_wanted.set()
         estimate = self.congestion.estimate
         if estimate is None or not video:

@@ -60,6 +60,8 @@ class PacketResult:
     send_time: float
     size: int
     arrival: float | None
+    #: the probe cluster it was sent in (:mod:`.probing`), if any
+    cluster: int | None = None
 
 
 def is_rtcp(data: bytes) -> bool:
@@ -287,12 +289,12 @@ class SendHistory:
 
     def __init__(self) -> None:
         self._sequence = 0
-        self._sent: OrderedDict[int, tuple[float, int]] = OrderedDict()
+        self._sent: OrderedDict[int, tuple[float, int, int | None]] = OrderedDict()
 
-    def next(self, send_time: float, size: int) -> int:
+    def next(self, send_time: float, size: int, cluster: int | None = None) -> int:
         sequence = self._sequence
         self._sequence = (sequence + 1) & 0xFFFF
-        self._sent[sequence] = (send_time, size)
+        self._sent[sequence] = (send_time, size, cluster)
         self._sent.move_to_end(sequence)
         while len(self._sent) > self.LIMIT:
             self._sent.popitem(last=False)
@@ -306,7 +308,7 @@ class SendHistory:
             if sent is None:
                 continue
             arrival = arrival_us / 1e6 if arrival_us is not None else None
-            out.append(PacketResult(sequence, sent[0], sent[1], arrival))
+            out.append(PacketResult(sequence, sent[0], sent[1], arrival, sent[2]))
         return out
 
 
