@@ -142,11 +142,12 @@ def test_clusters_not_sent_yet_follow_a_lowered_maximum() -> None:
 class Link:
     """A sender's transport through a FIFO bottleneck (``link_bps``, 20 ms one way),
     on a virtual clock: media at the estimate in 1200-byte packets every 5 ms, probe
-    clusters sent as ``RtcPeer._send_probe`` does (5 ms bursts of 280-byte padding),
+    clusters sent as ``RtcPeer._send_probe`` does (5 ms bursts of padding packets),
     transport-cc feedback every 100 ms."""
 
-    def __init__(self, link_bps: float, max_bitrate: int) -> None:
+    def __init__(self, link_bps: float, max_bitrate: int, *, media: bool = True) -> None:
         self.now = 0.0
+        self.media = media
         self.link_bps = link_bps
         self.congestion = TransportCongestion(clock=lambda: self.now)
         self.congestion.extension_id = 3
@@ -174,24 +175,25 @@ class Link:
     def run(self, seconds: float) -> None:
         step = 0.001
         probe: ProbeCluster | None = None
-        next_burst = next_feedback = 0.0
+        next_burst = next_feedback = first_sent = 0.0
         end = self.now + seconds
         while self.now < end:
             congestion = self.congestion
             if probe is None and (probe := congestion.probe_due()) is not None:
-                congestion.begin_probe(probe)
-                next_burst = self.now
+                congestion.begin_probe(probe, 285)
+                next_burst = first_sent = self.now
             if probe is not None and self.now >= next_burst:
-                assert probe.started is not None
                 due = probe.bytes_due(self.now)
-                while due > 0 or probe.sent_packets == 0:
-                    self._send(280)
-                    due -= 280
-                if probe.complete and self.now - probe.started >= PROBE_DURATION:
+                while due > 50 or probe.sent_packets == 0:  # as RtcPeer._send_probe
+                    size = 30 + max(100, min(due - 30, 255))  # header and padding
+                    self._send(size)
+                    due -= size
+                if probe.complete and self.now - first_sent >= PROBE_DURATION:
                     congestion.end_probe(probe)
                     probe = None
                 next_burst = self.now + 0.005
-            self.media_budget += (congestion.estimate or 0) * step / 8
+            if self.media:
+                self.media_budget += (congestion.estimate or 0) * step / 8
             if self.media_budget >= 1200 and round(self.now * 1000) % 5 == 0:
                 while self.media_budget >= 1200:
                     self._send(1200)
@@ -231,3 +233,23 @@ def test_without_padding_the_transport_keeps_starting_at_its_maximum() -> None:
     congestion.extension_id = 3
     congestion.configure(2_000_000)  # can_probe False: no video sender with RTX
     assert congestion.estimate is None and congestion.probe_due() is None
+
+
+@pytest.mark.parametrize("bitrate", [900_000, 1_800_000, 7_200_000])
+def test_a_cluster_sent_in_bursts_measures_its_own_rate_on_a_fast_link(bitrate: int) -> None:
+    """The peer sends a cluster in 5 ms bursts; on a link far faster than the probe
+    the estimate is the send rate, which must be the cluster's (not a packet short:
+    a probe that reads low ends probing early, below the link's rate). No media here:
+    media sent meanwhile joins the cluster, as in libwebrtc."""
+    link = Link(link_bps=1e9, max_bitrate=10_000_000, media=False)
+    congestion = link.congestion
+    congestion.prober.pending.clear()
+    congestion.prober.pending.append(ProbeCluster(99, bitrate, int(bitrate * PROBE_DURATION / 8)))
+    measured: list[float] = []
+    original = congestion.estimator.on_probe_result
+    congestion.estimator.on_probe_result = lambda rate, now=None: measured.append(rate)  # type: ignore[method-assign]
+    try:
+        link.run(0.3)
+    finally:
+        congestion.estimator.on_probe_result = original  # type: ignore[method-assign]
+    assert measured and measured[-1] == pytest.approx(bitrate, rel=0.08), measured

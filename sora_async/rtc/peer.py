@@ -1014,13 +1014,16 @@ class RtcPeer(AsyncIOEventEmitter):
         if transport is None or first is None:
             return False
         congestion = self.congestion
-        congestion.begin_probe(cluster)
+        congestion.begin_probe(cluster, len(first))
         started = time.monotonic()
         packet: bytes | None = first
         try:
             while not self._closed:
                 due = cluster.bytes_due(time.monotonic())
-                while packet is not None and (due > 0 or cluster.sent_packets == 0):
+                # a remainder under half the smallest packet waits for the next burst
+                while packet is not None and (
+                    due > PADDING_MIN_BYTES // 2 or cluster.sent_packets == 0
+                ):
                     data = congestion.stamp(packet)
                     if transport.send_rtp_now(data) is None:
                         await transport.send_rtp(data)
