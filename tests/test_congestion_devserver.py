@@ -105,10 +105,10 @@ async def test_sora_async_sender_probes_from_300_kbps_to_its_maximum() -> None:
                 estimates.append((asyncio.get_running_loop().time() - started, congestion.estimate))
                 assert len(estimates) < 100, estimates  # 5 s
                 await asyncio.sleep(0.05)
-            print(estimates)
             assert estimates[0][1] is not None and estimates[0][1] <= 300_000, estimates
+            # (a further cluster may still be on its way: the estimate can reach 90 %
+            # of the maximum on the 1.8 Mbit/s cluster's result)
             assert congestion.probe_bytes_sent > 0
-            assert not congestion.prober.pending
             stats = await sender.get_stats()
             (outbound,) = of_type(stats, "outbound-rtp", "video")
             assert outbound["targetBitrate"] >= 0.9 * 2_000_000
