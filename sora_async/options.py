@@ -191,7 +191,8 @@ class ConnectionOptions:
     #: ``User-Agent`` of the proxy ``CONNECT`` request (default: the handshake's).
     proxy_agent: str | None = None
     #: What the video sender gives up first when bits or CPU run short (issue 6,
-    #: :mod:`sora_async.rtc.degradation`); None: no adaptation.
+    #: :mod:`sora_async.rtc.degradation`); None: libwebrtc's default for camera
+    #: video, ``MAINTAIN_FRAMERATE``.
     degradation_preference: DegradationPreference | None = None
     user_agent: str | None = None
     #: Which codecs are offered and who encodes/decodes them: a

@@ -153,7 +153,8 @@ class RtcOptions:
     turn_ssl_context: Callable[[], ssl.SSLContext] | None = None
     audio_transform: FrameTransform | None = None
     video_transform: FrameTransform | None = None
-    #: ``DegradationPreference`` of the video sender (None: no adaptation; issue 6)
+    #: ``DegradationPreference`` of the video sender (issue 6; None: ``MAINTAIN_FRAMERATE``,
+    #: libwebrtc's default)
     degradation_preference: Any = None
 
     @classmethod
