@@ -2,14 +2,21 @@
 30 fps source adapts as libwebrtc does in the official tests — MAINTAIN_RESOLUTION
 keeps 960x540 and lowers the frame rate, MAINTAIN_FRAMERATE keeps the frame rate at
 640x360 or less, BALANCED lowers both, DISABLED changes neither (its frame dropper
-alone drops frames); CPU overuse adapts too and recovers."""
+alone drops frames); CPU overuse adapts too and recovers. An unset preference is
+MAINTAIN_FRAMERATE (through the dev server, at the end)."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
+from sora_async import Connection
+from sora_async.devserver import DevServer
 from sora_async.enums import DegradationPreference as DP
 from sora_async.rtc.degradation import DegradationAdapter, FrameDropper
+from tests.rtc_support import PatternTrack, of_type, wait_stats
 
 
 def run(
@@ -186,3 +193,40 @@ def test_frame_dropper_pays_a_key_frame_back_then_stops() -> None:
             dropper.fill(30_000 if index == 0 else 800, delta_frame=index != 0)
     assert 0 < sum(pattern) < 30
     assert not any(pattern[:5]) and not any(pattern[60:])
+
+
+# --- through the dev server: the preference a connection leaves unset ---------------
+
+
+@pytest.mark.parametrize(("preference", "adapts"), [(None, True), (DP.DISABLED, False)])
+async def test_an_unset_preference_is_maintain_framerate(
+    sora_devserver: DevServer, preference: DP | None, adapts: bool
+) -> None:
+    """libwebrtc's default for camera video is MAINTAIN_FRAMERATE, and the official
+    client left unset adapts as with it (on a 1 Mbit/s link it sent 640x360 of a
+    1280x720 source at 29 fps; DISABLED: 1280x720 at 6 fps). 960x540 at 200 kbps is
+    under what that size needs (500 kbps): unset, the resolution steps down."""
+    conn = Connection(
+        sora_devserver.signaling_url,
+        "sendonly",
+        f"unset-{preference}",
+        video_codec_type="VP8",
+        video_bit_rate=200,
+        audio=False,
+        video_source=PatternTrack(960, 540, fps=30),
+        degradation_preference=preference,
+    )
+    async with asyncio.timeout(30), conn:
+        widths: set[int] = set()
+
+        def seen(stats: list[dict[str, Any]]) -> bool:
+            (outbound,) = of_type(stats, "outbound-rtp", "video") or [{}]
+            if outbound.get("frameWidth"):
+                widths.add(outbound["frameWidth"])
+            return (outbound.get("framesEncoded") or 0) >= 60
+
+        await wait_stats(conn, seen)
+    if adapts:
+        assert min(widths) < 960, widths
+    else:
+        assert widths == {960}, widths
