@@ -24,15 +24,22 @@ from tests.rtc_support import PatternTrack, of_type, wait_stats
 TWCC = "transport-wide-cc-extensions-01"
 
 
-def _vp8_sender(url: str, channel: str) -> Connection:
-    """A sendonly 320x240@15 VP8 connection without audio."""
+def _vp8_sender(
+    url: str,
+    channel: str,
+    size: tuple[int, int] = (320, 240),
+    fps: int = 15,
+    video_bit_rate: int | None = None,
+) -> Connection:
+    """A sendonly VP8 connection without audio (320x240@15 unless told)."""
     return Connection(
         url,
         "sendonly",
         channel,
         video_codec_type="VP8",
+        video_bit_rate=video_bit_rate,
         audio=False,
-        video_source=PatternTrack(320, 240, fps=15),
+        video_source=PatternTrack(*size, fps=fps),
     )
 
 
@@ -85,15 +92,7 @@ async def test_sora_async_sender_probes_from_300_kbps_to_its_maximum() -> None:
     dev server's feedback on them takes the estimate to the senders' maximum within
     a few round trips of feedback (the official client: within about a second)."""
     async with DevServer(transport_cc=True) as server:
-        sender = Connection(
-            server.signaling_url,
-            "sendonly",
-            "probe",
-            video_codec_type="VP8",
-            video_bit_rate=2000,
-            audio=False,
-            video_source=PatternTrack(640, 360, fps=30),
-        )
+        sender = _vp8_sender(server.signaling_url, "probe", (640, 360), 30, 2000)
         async with asyncio.timeout(30), sender:
             peer = sender._peer
             assert peer is not None
@@ -212,14 +211,7 @@ def _check_arrival_deltas(downstream: Any) -> None:
 
 async def test_dev_server_stamps_forwarded_packets_and_reads_sora_async_feedback() -> None:
     async with DevServer(transport_cc=True) as server:
-        sender = Connection(
-            server.signaling_url,
-            "sendonly",
-            "twcc-down",
-            video_codec_type="VP8",
-            audio=False,
-            video_source=PatternTrack(320, 240, fps=15),
-        )
+        sender = _vp8_sender(server.signaling_url, "twcc-down")
         receiver = Connection(server.signaling_url, "recvonly", "twcc-down", audio=False)
         answers = _sent_answers(receiver)
         async with asyncio.timeout(60), sender, receiver:
