@@ -253,3 +253,21 @@ def test_a_cluster_sent_in_bursts_measures_its_own_rate_on_a_fast_link(bitrate: 
     finally:
         congestion.estimator.on_probe_result = original  # type: ignore[method-assign]
     assert measured and measured[-1] == pytest.approx(bitrate, rel=0.08), measured
+
+
+def test_a_probe_that_reads_low_lowers_the_estimate_only_to_85_percent_of_the_acked_rate() -> None:
+    """A receiver that stalls through a cluster makes it read far under the link (seen:
+    163 kbit/s on loopback in a loaded run); libwebrtc floors such a result at 0.85 x the
+    acknowledged rate (or the current estimate, if lower)."""
+    link = Link(link_bps=50_000_000, max_bitrate=2_500_000)
+    link.run(1.0)
+    congestion = link.congestion
+    before = congestion.estimate
+    assert before is not None and before >= 2_000_000
+    congestion._clusters[77] = ProbeCluster(77, 2_000_000, 3750)
+    congestion._probe_result = lambda results: 163_000.0  # type: ignore[method-assign]
+    link.run(0.5)  # every feedback now carries that low probe result
+    acked = congestion.estimator.acked_bitrate
+    assert acked is not None and acked > 1_000_000
+    assert congestion.estimate is not None
+    assert congestion.estimate >= 0.85 * acked * 0.95, (congestion.estimate, acked)

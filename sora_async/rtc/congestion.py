@@ -86,6 +86,9 @@ BETA = 0.85
 INCREASE_PER_SECOND = 1.08
 #: Additive increase near the link's known capacity: at least this (bps per second).
 NEAR_MAX_INCREASE = 4_000
+#: A probe result lowers the estimate to no less than this share of the acknowledged
+#: rate (libwebrtc ``kProbeDropThroughputFraction``).
+PROBE_DROP_THROUGHPUT = 0.85
 #: Acknowledged bit rate window (s).
 ACKED_WINDOW = 1.0
 #: Loss-based thresholds (``SendSideBandwidthEstimation``).
@@ -703,6 +706,13 @@ class TransportCongestion:
             estimator = self.estimator
             estimator.on_packet_results(results)
             probed = self._probe_result(results) if self._clusters else None
+            acked = estimator.acked_bitrate
+            if probed is not None and acked is not None:
+                # A probe that read low (a receiver that stalled through it) lowers the
+                # estimate no further than just under what the link carried: libwebrtc's
+                # limit_probes_lower_than_throughput_estimate (kProbeDropThroughputFraction).
+                current = estimator.delay_based or estimator.start_bitrate
+                probed = max(probed, min(current, PROBE_DROP_THROUGHPUT * acked))
             if probed is not None:
                 logger.debug("probe result %d bps (estimate %d bps)", probed, estimator.target)
                 estimator.on_probe_result(probed)
