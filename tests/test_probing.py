@@ -264,7 +264,6 @@ def test_a_probe_that_reads_low_lowers_the_estimate_only_to_85_percent_of_the_ac
     congestion = link.congestion
     before = congestion.estimate
     assert before is not None and before >= 2_000_000
-    congestion._clusters[77] = ProbeCluster(77, 2_000_000, 3750)
     congestion._probe_result = lambda results: 163_000.0  # type: ignore[method-assign]
     link.run(0.5)  # every feedback now carries that low probe result
     acked = congestion.estimator.acked_bitrate

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 
 from .pacer import BURST_WINDOW, Pacer
 from .probing import (
-    CLUSTER_HISTORY,
     START_BITRATE,
     ProbeBitrateEstimator,
     ProbeCluster,
@@ -554,7 +553,6 @@ class TransportCongestion:
         self.probe_estimator = ProbeBitrateEstimator()
         #: the cluster being sent: what :meth:`stamp` stamps belongs to it
         self.sending_cluster: ProbeCluster | None = None
-        self._clusters: dict[int, ProbeCluster] = {}
         self.probe_bytes_sent = 0
 
     # --- configuration ---------------------------------------------------------
@@ -603,20 +601,10 @@ class TransportCongestion:
         either, or it goes out a packet short (900 kbit/s probes measured 780)."""
         cluster.started = self._clock() - first_size * 8 / cluster.bitrate
         self.sending_cluster = cluster
-        self._clusters[cluster.id] = cluster
 
     def end_probe(self, cluster: ProbeCluster) -> None:
         self.sending_cluster = None
-        now = self._clock()
-        self.prober.cluster_sent(cluster, now)
-        # the estimator forgets clusters after CLUSTER_HISTORY; feedback can come later
-        old = [
-            key
-            for key, sent in self._clusters.items()
-            if sent.started is not None and now - sent.started > 2 * CLUSTER_HISTORY
-        ]
-        for key in old:
-            del self._clusters[key]
+        self.prober.cluster_sent(cluster, self._clock())
 
     @property
     def estimate(self) -> int | None:
@@ -645,7 +633,7 @@ class TransportCongestion:
         if cluster is not None:
             cluster.sent_bytes += len(data)
             cluster.sent_packets += 1
-            sequence = self.history.next(self._clock(), len(data), cluster.id)
+            sequence = self.history.next(self._clock(), len(data), cluster)
         else:
             sequence = self.history.next(self._clock(), len(data))
         if not stamp_transport_sequence(packet, self.extension_id, sequence):
@@ -705,7 +693,7 @@ class TransportCongestion:
             self.feedback_seen = self.signalled = True
             estimator = self.estimator
             estimator.on_packet_results(results)
-            probed = self._probe_result(results) if self._clusters else None
+            probed = self._probe_result(results) if self.prober.state != "init" else None
             acked = estimator.acked_bitrate
             if probed is not None and acked is not None:
                 # A probe that read low (a receiver that stalled through it) lowers the
@@ -726,10 +714,8 @@ class TransportCongestion:
         now = self._clock()
         found = None
         for result in results:
-            if result.cluster is None or result.arrival is None:
-                continue
-            cluster = self._clusters.get(result.cluster)
-            if cluster is None:
+            cluster = result.cluster
+            if cluster is None or result.arrival is None:
                 continue
             rate = self.probe_estimator.on_packet(
                 cluster, result.sequence, result.send_time, result.size, result.arrival, now

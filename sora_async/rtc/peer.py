@@ -1011,7 +1011,11 @@ class RtcPeer(AsyncIOEventEmitter):
         when no sender can pad yet (no video packet sent)."""
         transport = self.transport
         video = [s for s in self.senders if s.kind == "video"]
-        first = next((p for s in video if (p := s.padding_packet(PADDING_MAX)) is not None), None)
+
+        def padding(size: int) -> bytes | None:
+            return next((p for s in video if (p := s.padding_packet(size)) is not None), None)
+
+        first = padding(PADDING_MAX)
         if transport is None or first is None:
             return False
         congestion = self.congestion
@@ -1031,7 +1035,7 @@ class RtcPeer(AsyncIOEventEmitter):
                     congestion.probe_bytes_sent += len(data)
                     due -= len(data)
                     size = max(PADDING_MIN_BYTES, min(due, PADDING_MAX))
-                    packet = next((p for s in video if (p := s.padding_packet(size))), None)
+                    packet = padding(size)
                 if packet is None:
                     break  # the senders went away
                 if cluster.complete and time.monotonic() - started >= PROBE_DURATION:

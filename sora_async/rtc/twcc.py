@@ -24,8 +24,12 @@ from __future__ import annotations
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .rtp_extensions import one_byte_element_offset
+
+if TYPE_CHECKING:
+    from .probing import ProbeCluster
 
 RTCP_RTPFB = 205
 TWCC_FMT = 15
@@ -61,7 +65,7 @@ class PacketResult:
     size: int
     arrival: float | None
     #: the probe cluster it was sent in (:mod:`.probing`), if any
-    cluster: int | None = None
+    cluster: ProbeCluster | None = None
 
 
 def is_rtcp(data: bytes) -> bool:
@@ -289,9 +293,9 @@ class SendHistory:
 
     def __init__(self) -> None:
         self._sequence = 0
-        self._sent: OrderedDict[int, tuple[float, int, int | None]] = OrderedDict()
+        self._sent: OrderedDict[int, tuple[float, int, ProbeCluster | None]] = OrderedDict()
 
-    def next(self, send_time: float, size: int, cluster: int | None = None) -> int:
+    def next(self, send_time: float, size: int, cluster: ProbeCluster | None = None) -> int:
         sequence = self._sequence
         self._sequence = (sequence + 1) & 0xFFFF
         self._sent[sequence] = (send_time, size, cluster)
