@@ -83,9 +83,9 @@ async def main():
     url, seconds = sys.argv[1], float(sys.argv[2])
     width, height = int(sys.argv[4]), int(sys.argv[5])
     preference = DegradationPreference[sys.argv[6]] if sys.argv[6] else None
+    track = NoiseTrack(width, height, int(sys.argv[7]), int(sys.argv[8]))
     conn = Connection(url, "sendonly", "bandwidth", video_codec_type=sys.argv[3], audio=False,
-                      video_source=NoiseTrack(width, height, int(sys.argv[7]), int(sys.argv[8])),
-                      degradation_preference=preference)
+                      video_source=track, degradation_preference=preference)
     await asyncio.wait_for(conn.connect(), 20)
     start = time.monotonic()
     while time.monotonic() - start < seconds:
@@ -106,6 +106,8 @@ async def main():
             "width": o.get("frameWidth"),
             "height": o.get("frameHeight"),
             "fps": o.get("framesPerSecond"),
+            "encoded": o.get("framesEncoded"),
+            "source": track.index,
             "feedback": conn._peer.congestion.feedback_seen if conn._peer else None,
             "bwe": estimator_state(conn),
         }), flush=True)
@@ -113,6 +115,15 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+def _kept(samples: list[dict[str, Any]]) -> float:
+    """Frames encoded over frames the source delivered, first sample to last: what the
+    adaptation let through, whatever rate a loaded host let the source reach (a CI
+    run on a saturated host saw 1-3 fps out of a source it also starved)."""
+    offered = samples[-1]["source"] - samples[0]["source"]
+    assert offered > 0, samples
+    return (samples[-1]["encoded"] - samples[0]["encoded"]) / offered
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -246,17 +257,17 @@ def test_degradation_preference_at_300_kbps(shaped_pair: tuple[str, str], prefer
     last = [s for s in samples if s["t"] >= 12.0]
     assert last, samples
     sizes = {(s["width"], s["height"]) for s in last}
-    fps = statistics.median(s["fps"] or 0 for s in last)
+    kept = _kept(last)
     assert all(s["reason"] == "bandwidth" for s in last), last[-1]
     if preference == "MAINTAIN_RESOLUTION":
         assert sizes <= FULL_SIZE, sizes
-        assert fps < 27, fps  # the frame-rate cap
+        assert kept < 0.9, kept  # the frame-rate cap
     elif preference in ("MAINTAIN_FRAMERATE", ""):
         assert all(w * h <= 640 * 360 for w, h in sizes), sizes
-        assert fps > 20, fps
+        assert kept > 0.7, kept
     else:
         assert all(w * h < 960 * 524 for w, h in sizes), sizes
-        assert fps < 27, fps
+        assert kept < 0.9, kept
 
 
 #: 960x540 as the encoders report it (x264 crops 540 to 536; libwebrtc reports 528).
@@ -282,10 +293,10 @@ def test_disabled_keeps_the_resolution_and_drops_frames_at_300_kbps(
     last = [s for s in samples if s["t"] >= 12.0]
     assert last, samples
     sizes = {(s["width"], s["height"]) for s in last}
-    fps = statistics.median(s["fps"] or 0 for s in last)
+    kept = _kept(last)
     assert all(s["reason"] == "bandwidth" for s in last), last[-1]
     assert sizes <= FULL_SIZE, sizes
-    assert fps < 24, fps
+    assert kept < 0.8, kept
     assert last[-1]["bytes"] > last[0]["bytes"], last  # dropping frames, not stalled
     targets = [s["target"] for s in last]
     assert statistics.median(targets) < LIMIT_BPS, targets

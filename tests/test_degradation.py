@@ -15,7 +15,7 @@ import pytest
 from sora_async import Connection
 from sora_async.devserver import DevServer
 from sora_async.enums import DegradationPreference as DP
-from sora_async.rtc.degradation import DegradationAdapter, FrameDropper
+from sora_async.rtc.degradation import MAX_INITIAL_DROPS, DegradationAdapter, FrameDropper
 from tests.rtc_support import PatternTrack, of_type, wait_stats
 
 
@@ -116,6 +116,83 @@ def test_a_busy_moment_does_not_cost_the_frame_rate() -> None:
     )
     adapter, fps, _, _ = run(DP.MAINTAIN_RESOLUTION, 3_000_000, 20, adapter=adapter, now=clock)
     assert adapter.adaptations == 0 and adapter.fps_cap is None and fps > 29
+
+
+def first_frames(
+    preference: DP, target: int, size: tuple[int, int] = (960, 540), frames: int = 8
+) -> tuple[DegradationAdapter, list[tuple[int, int] | None]]:
+    """Offer ``frames`` frames 1/30 s apart: the encoded size of each (None: dropped)."""
+    clock = [0.0]
+    adapter = DegradationAdapter(preference, clock=lambda: clock[0])
+    adapter.on_target(target)
+    out: list[tuple[int, int] | None] = []
+    for _ in range(frames):
+        adapter.on_source(*size, 30.0)
+        out.append(adapter.limit_size(*size) if adapter.accept() else None)
+        clock[0] += 1 / 30
+    return adapter, out
+
+
+@pytest.mark.parametrize("preference", [DP.MAINTAIN_FRAMERATE, DP.BALANCED])
+def test_the_first_frames_too_big_for_the_start_rate_are_dropped_stepping_down(
+    preference: DP,
+) -> None:
+    # libwebrtc DropDueToSize: 960x540 needs 500 kbit/s to start, 3/5 of it (742x414)
+    # too, 576x324 needs 300: two frames dropped, then 576x324 from the first encoded
+    # (BALANCED caps that size at 15 fps as well: every other frame)
+    adapter, sizes = first_frames(preference, 300_000)
+    assert sizes[:3] == [None, None, (576, 324)], sizes
+    assert {size for size in sizes[2:] if size is not None} == {(576, 324)}, sizes
+    assert adapter.initial_drops == MAX_INITIAL_DROPS  # over: the third frame went on
+    if preference == DP.MAINTAIN_FRAMERATE:
+        assert sizes[2:] == [(576, 324)] * 6 and adapter.adaptations == 2, sizes
+    else:
+        assert adapter.fps_cap == 15.0 and sizes[3] is None, sizes
+
+
+@pytest.mark.parametrize("preference", [DP.MAINTAIN_RESOLUTION, DP.DISABLED])
+def test_preferences_that_keep_the_resolution_drop_no_first_frame(preference: DP) -> None:
+    # (MAINTAIN_RESOLUTION caps the frame rate from the first frame on: 300 kbit/s
+    # is short of 960x540 at 30 fps)
+    adapter, sizes = first_frames(preference, 300_000)
+    assert sizes[0] == (960, 540) and adapter.pixel_cap is None, sizes
+    assert {size for size in sizes if size is not None} == {(960, 540)}, sizes
+
+
+def test_at_most_four_first_frames_are_dropped() -> None:
+    # 1920x1080 at 100 kbit/s: four steps (to 690x388) do not reach a size 100 kbit/s
+    # starts; the fifth frame is encoded there and later steps wait for DOWN_INTERVAL
+    adapter, sizes = first_frames(DP.MAINTAIN_FRAMERATE, 100_000, (1920, 1080))
+    assert sizes[:4] == [None] * 4, sizes
+    assert sizes[4:] == [(690, 388)] * 4, sizes
+    assert adapter.adaptations == 4
+
+
+def test_a_start_rate_that_carries_the_size_drops_nothing() -> None:
+    adapter, sizes = first_frames(DP.MAINTAIN_FRAMERATE, 500_000)
+    assert sizes == [(960, 540)] * 8 and adapter.adaptations == 0
+
+
+def test_a_new_source_size_drops_first_frames_again() -> None:
+    clock = [0.0]
+    adapter = DegradationAdapter(DP.MAINTAIN_FRAMERATE, clock=lambda: clock[0])
+    adapter.on_target(1_000_000)
+    for _ in range(5):
+        adapter.on_source(640, 360, 30.0)
+        assert adapter.accept()
+        clock[0] += 1 / 30
+    adapter.on_target(300_000)
+    # the same source at a lower estimate: the bandwidth steps, one per second
+    adapter.on_source(640, 360, 30.0)
+    assert adapter.accept()
+    # a larger source: dropped for its size until a step fits (1280x720 needs 900
+    # kbit/s to start, 768x432 500, 594x334 300)
+    sizes = []
+    for _ in range(5):
+        adapter.on_source(1280, 720, 30.0)
+        sizes.append(adapter.limit_size(1280, 720) if adapter.accept() else None)
+        clock[0] += 1 / 30
+    assert sizes == [None, None, None, (594, 334), (594, 334)], sizes
 
 
 def test_cpu_ramp_up_backs_off_when_going_up_overuses_again() -> None:

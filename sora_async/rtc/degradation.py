@@ -28,7 +28,15 @@ After libwebrtc's ``VideoStreamAdapter`` + ``BalancedDegradationSettings`` +
   of the encoded sizes (key frames and unusually large delta frames spread
   over several frames) leaks the target per frame; above half a second of the
   target the drop ratio rises and source frames are dropped before the
-  encoder, in an even pattern.
+  encoder, in an even pattern;
+* an initial frame dropper (libwebrtc ``InitialFrameDropper`` and
+  ``VideoStreamEncoder::DropDueToSize``) for the preferences that scale the
+  resolution: while the target is under the minimum start bit rate of the frame
+  size, up to four of the first frames are dropped, each stepping the resolution
+  down at once, so that the first key frame is encoded at a size the start rate
+  can carry (a 960x540 source at a 300 kbit/s start goes out at 576x324 from its
+  first frame, not at 960x540 for a second and then a step down). The first
+  frame let through ends it; a new source size starts it again.
 """
 
 from __future__ import annotations
@@ -86,6 +94,8 @@ DROPPER_CAP = 3.0
 LARGE_DELTA_FACTOR = 3.0
 #: At most this many seconds of consecutive drops (``kDefaultMaxDropDurationSecs``).
 MAX_DROP_SECONDS = 4.0
+#: At most this many frames dropped at the start for their size (``kMaxInitialFramedrop``).
+MAX_INITIAL_DROPS = 4
 
 
 def min_start_bitrate(pixels: int) -> int:
@@ -349,6 +359,9 @@ class DegradationAdapter:
         self._last_accept = -1e9
         self.adaptations = 0
         self.frames_dropped = 0
+        #: frames dropped for their size at the start (:data:`MAX_INITIAL_DROPS`: over)
+        self.initial_drops = 0
+        self._source_size: tuple[int, int] | None = None
 
     # --- inputs ----------------------------------------------------------------------
 
@@ -356,6 +369,11 @@ class DegradationAdapter:
         self.target = int(bitrate)
 
     def on_source(self, width: int, height: int, fps: float) -> None:
+        if self._source_size is not None and self._source_size != (width, height):
+            # libwebrtc OnEncoderSettingsUpdated: a source that changed size on its own
+            # may be far too big for the estimate again
+            self.initial_drops = 0
+        self._source_size = (width, height)
         self.source_pixels = width * height
         self.source_fps = fps
 
@@ -378,6 +396,15 @@ class DegradationAdapter:
     def accept(self) -> bool:
         """Whether the next source frame goes to the encoder (frame-rate cap, dropper)."""
         now = self._clock()
+        if self._drop_due_to_size():
+            # libwebrtc OnFrameDroppedDueToSize: one resolution step down per frame
+            # dropped, without waiting for DOWN_INTERVAL
+            self.initial_drops += 1
+            self.frames_dropped += 1
+            if self._resolution_step():
+                self._last_down = now
+            return False
+        self.initial_drops = MAX_INITIAL_DROPS  # OnMaybeEncodeFrame: a frame goes on
         self._evaluate(now)
         if self.fps_cap is not None and now - self._last_accept < 0.9 / self.fps_cap:
             self.frames_dropped += 1
@@ -443,6 +470,26 @@ class DegradationAdapter:
             self._step_up()
             self._last_up = now
             self._good_since = None
+
+    def _drop_due_to_size(self) -> bool:
+        """``DropDueToSize``: the start rate cannot carry a frame of this size."""
+        return (
+            self.initial_drops < MAX_INITIAL_DROPS
+            and self.preference
+            in (DegradationPreference.MAINTAIN_FRAMERATE, DegradationPreference.BALANCED)
+            and self.source_pixels > 0
+            and 0 < self.target < min_start_bitrate(self.pixels)
+        )
+
+    def _resolution_step(self) -> bool:
+        """``GetAdaptDownResolution``: BALANCED steps twice when its first step only
+        capped the frame rate."""
+        pixels = self.pixels
+        if not self._step_down():
+            return False
+        if self.preference == DegradationPreference.BALANCED and self.pixels == pixels:
+            self._step_down()
+        return True
 
     def _need(self, pixels: int, fps: float) -> float:
         """Bit rate a size needs at a frame rate (the min start bit rate is for 30 fps)."""
