@@ -13,8 +13,12 @@ After libwebrtc's ``VideoStreamAdapter`` + ``BalancedDegradationSettings`` +
 * adaptations, one step at a time: for bandwidth at most one per second down
   and one per five seconds up, for CPU one per overuse / underuse verdict:
 
-  - ``MAINTAIN_FRAMERATE``: the resolution steps down by 3/5 of the pixels
-    (``GetLowerResolutionThan``), never below 320x180; no frame-rate cap;
+  - ``MAINTAIN_FRAMERATE``: the resolution steps down to at most 3/5 of the
+    pixels (``GetLowerResolutionThan``), never below 320x180, and back up towards
+    5/3 (``GetHigherResolutionThan``); no frame-rate cap. The size is one of
+    libwebrtc's ``VideoAdapter`` scales, 3/4 and 2/3 in turn (2/3 first where both
+    sides divide by 3): 960x540 steps to 640x360, 480x270, 320x180, as the
+    official client's do;
   - ``MAINTAIN_RESOLUTION``: the frame rate is capped (down to 2 fps);
   - ``BALANCED``: the frame rate goes down to the balanced table's rate for the
     resolution (7 fps up to 320x240, 10 up to 480x360, 15 up to 640x480, no
@@ -96,6 +100,29 @@ LARGE_DELTA_FACTOR = 3.0
 MAX_DROP_SECONDS = 4.0
 #: At most this many frames dropped at the start for their size (``kMaxInitialFramedrop``).
 MAX_INITIAL_DROPS = 4
+
+
+def find_scale(width: int, height: int, target: int, most: int) -> tuple[int, int]:
+    """libwebrtc ``VideoAdapter::FindScale`` (with its default variable start scale
+    factor): of the scales 3/4 and 2/3 applied in turn, the one whose pixel count is
+    nearest ``target`` and at most ``most``; ``(numerator, denominator)``."""
+    pixels = width * height
+    numerator = denominator = 1
+    if width % 3 == 0 and height % 3 == 0:
+        numerator = denominator = 6  # 2/3 first
+    if width % 9 == 0 and height % 9 == 0:
+        numerator = denominator = 36  # 2/3, 2/3 first
+    best = (1, 1)
+    best_diff = abs(pixels - target) if pixels <= most else None
+    while pixels * numerator * numerator // (denominator * denominator) > target:
+        if numerator % 3 == 0 and denominator % 2 == 0:
+            numerator, denominator = numerator // 3, denominator // 2
+        else:
+            numerator, denominator = numerator * 3, denominator * 4
+        out = pixels * numerator * numerator // (denominator * denominator)
+        if out <= most and (best_diff is None or abs(target - out) < best_diff):
+            best, best_diff = (numerator, denominator), abs(target - out)
+    return best
 
 
 def min_start_bitrate(pixels: int) -> int:
@@ -343,8 +370,11 @@ class DegradationAdapter:
     ) -> None:
         self.preference = preference
         self._clock = clock
-        #: at most this many pixels per frame (None: the source's)
+        #: at most this many pixels per frame (None: the source's), and the count
+        #: wanted under it (libwebrtc's ``max_pixels_per_frame`` and
+        #: ``target_pixels_per_frame``)
         self.pixel_cap: int | None = None
+        self.pixel_target: int | None = None
         #: at most this many frames per second (None: the source's)
         self.fps_cap: float | None = None
         self.target = 0
@@ -386,12 +416,21 @@ class DegradationAdapter:
     # --- outputs --------------------------------------------------------------------
 
     def limit_size(self, width: int, height: int) -> tuple[int, int]:
-        """The encoded size: ``(width, height)`` scaled under :attr:`pixel_cap`, aspect kept."""
-        cap = self.pixel_cap
-        if cap is None or width * height <= cap:
+        """The encoded size: ``(width, height)`` at the scale :func:`find_scale` picks
+        under :attr:`pixel_cap` (even sides, for 4:2:0)."""
+        return self._scaled(width, height, self.pixel_cap, self.pixel_target)
+
+    @staticmethod
+    def _scaled(width: int, height: int, cap: int | None, target: int | None) -> tuple[int, int]:
+        if cap is None:
             return width, height
-        scale = (cap / (width * height)) ** 0.5
-        return max(2, int(width * scale) & ~1), max(2, int(height * scale) & ~1)
+        numerator, denominator = find_scale(width, height, cap if target is None else target, cap)
+        if numerator == denominator:
+            return width, height
+        return (
+            max(2, width * numerator // denominator & ~1),
+            max(2, height * numerator // denominator & ~1),
+        )
 
     def accept(self) -> bool:
         """Whether the next source frame goes to the encoder (frame-rate cap, dropper)."""
@@ -424,9 +463,13 @@ class DegradationAdapter:
 
     @property
     def pixels(self) -> int:
-        if self.pixel_cap is None:
+        return self._pixels_at(self.pixel_cap, self.pixel_target)
+
+    def _pixels_at(self, cap: int | None, target: int | None) -> int:
+        if cap is None or self._source_size is None:
             return self.source_pixels
-        return min(self.pixel_cap, self.source_pixels)
+        width, height = self._scaled(*self._source_size, cap, target)
+        return width * height
 
     @property
     def fps(self) -> float:
@@ -522,6 +565,7 @@ class DegradationAdapter:
         if pixels < MIN_PIXELS:
             return False
         self.pixel_cap = pixels
+        self.pixel_target = None
         self.adaptations += 1
         return True
 
@@ -542,12 +586,23 @@ class DegradationAdapter:
             and self.pixel_cap is None
         ):
             return pixels, min(self.source_fps or 30.0, fps * 3 / 2)
-        return min(self.source_pixels, pixels * 5 // 3), fps
+        cap, target = self._up_restriction()
+        return self._pixels_at(cap, target), fps
+
+    def _up_restriction(self) -> tuple[int | None, int | None]:
+        """``IncreaseResolution``: 5/3 of the pixels wanted, at most 4 times as many
+        (``GetHigherResolutionThan``, ``max_pixels_wanted``); none at the source's."""
+        target = self.pixels * 5 // 3
+        if target >= self.source_pixels:
+            return None, None
+        return target * 12 // 5, target
 
     def _step_up(self) -> None:
         pixels, fps = self._higher()
         if pixels != self.pixels:
-            self.pixel_cap = None if pixels >= self.source_pixels else pixels
+            self.pixel_cap, self.pixel_target = self._up_restriction()
+            if self.pixels >= self.source_pixels:
+                self.pixel_cap = self.pixel_target = None
             if self.preference == DegradationPreference.BALANCED and self.fps_cap is not None:
                 wanted = balanced_fps(self.pixels)
                 self.fps_cap = None if wanted is None else max(self.fps_cap, wanted)

@@ -366,9 +366,8 @@ class SendLayer:
         """The rate frames reach this layer's encoder at before any frame dropping:
         the source's (over the last second, once a second of frames came), capped by
         ``maxFramerate`` and the adaptation (libwebrtc ``GetInputFramerateFps``)."""
-        sender = self.sender
-        fps = sender.source_fps.rate
-        if fps < 1 or sender.source_frames <= fps:
+        fps = self.sender.measured_source_fps
+        if fps is None:
             return None
         if self.params.max_framerate:
             fps = min(fps, self.params.max_framerate)
@@ -716,7 +715,9 @@ class RtpSender:
                         if now - layer.last_accept < 0.9 / cap:
                             continue
                     if layer.adapter is not None and isinstance(item, av.VideoFrame):
-                        layer.adapter.on_source(item.width, item.height, self.source_fps.rate)
+                        # before a second of frames the rate reads low: 0 is "unknown"
+                        fps = self.measured_source_fps or 0.0
+                        layer.adapter.on_source(item.width, item.height, fps)
                         if not layer.adapter.accept():
                             continue  # degradation: frame-rate cap or frame dropper
                     layer.last_accept = now
@@ -727,6 +728,15 @@ class RtpSender:
             raise
         except Exception:
             logger.exception("mid %s: the %s source failed", self.mid, self.kind)
+
+    @property
+    def measured_source_fps(self) -> float | None:
+        """The source's frame rate over the last second, once a second of frames came
+        (before, the window reads low: one frame is "1 fps")."""
+        fps = self.source_fps.rate
+        if fps < 1 or self.source_frames <= fps:
+            return None
+        return fps
 
     def _note_source(self, item: Any, now: float) -> None:
         self.source_frames += 1
