@@ -251,8 +251,8 @@ def test_target_bitrate_settles_under_a_300_kbps_link(
 )
 def test_degradation_preference_at_300_kbps(shaped_pair: tuple[str, str], preference: str) -> None:
     """960x540 at 30 fps into 300 kbps (H.264), as the official tests describe it
-    (x264 crops 540 to 536; libwebrtc reports 528). Unset ("") is libwebrtc's default,
-    MAINTAIN_FRAMERATE."""
+    (the noise source's 8-pixel blocks make it 960x536, 16-pixel ones 960x528). Unset
+    ("") is libwebrtc's default, MAINTAIN_FRAMERATE."""
     samples = _run_client(shaped_pair, "H264", (960, 540), preference, fps=30)
     last = [s for s in samples if s["t"] >= 12.0]
     assert last, samples
@@ -270,7 +270,7 @@ def test_degradation_preference_at_300_kbps(shaped_pair: tuple[str, str], prefer
         assert kept < 0.9, kept
 
 
-#: 960x540 as the encoders report it (x264 crops 540 to 536; libwebrtc reports 528).
+#: 960x540 as the noise source makes it: whole blocks of 8 (960x536) or 16 pixels (960x528).
 FULL_SIZE = {(960, h) for h in range(524, 541)}
 
 
