@@ -38,8 +38,8 @@ After libwebrtc's ``VideoStreamAdapter`` + ``BalancedDegradationSettings`` +
   resolution: while the target is under the minimum start bit rate of the frame
   size, up to four of the first frames are dropped, each stepping the resolution
   down at once, so that the first key frame is encoded at a size the start rate
-  can carry (a 960x540 source at a 300 kbit/s start goes out at 576x324 from its
-  first frame, not at 960x540 for a second and then a step down). The first
+  can carry (a 960x540 source at a 300 kbit/s start goes out at 640x360 from its first encoded
+  frame (one dropped), not at 960x540 for a second and then a step down). The first
   frame let through ends it; a new source size starts it again.
 """
 
